@@ -36,3 +36,7 @@ class VoiceError(GsvError):
 
 class MissingDependencyError(GsvError):
     """An optional extra (language pack, converter, server) is not installed."""
+
+
+class OptionsError(GsvError, ValueError):
+    """A synthesis or runtime option is out of range or unknown."""

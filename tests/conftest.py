@@ -58,3 +58,29 @@ def upstream_tiny() -> Path:
     if not UPSTREAM_TINY.is_dir():
         pytest.skip("../shared/fixtures/upstream-tiny is not present")
     return UPSTREAM_TINY
+
+
+# --- converter fixtures (owner: convert) --------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """A random tiny V2 model set in upstream's formats (gsv_onnx.convert.testmodels.TestModels):
+    `.gpt` (.ckpt), `.sovits` (.pth), `.hubert` and `.bert` (directories). Written once per session."""
+    pytest.importorskip("torch")
+    from gsv_onnx.convert.testmodels import make_test_models
+
+    return make_test_models(tmp_path_factory.mktemp("tiny-models"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_models, tmp_path_factory) -> Path:
+    """`tiny_models` converted once per session (fp32) into a bundle directory; returns its path.
+
+    The graph-vs-PyTorch comparison is skipped here for speed (each exporter's own tests do it;
+    tests/test_convert_cli.py runs a verified conversion)."""
+    from gsv_onnx.convert.pipeline import convert
+
+    out_dir = tmp_path_factory.mktemp("tiny-bundle") / "tiny.gsv"
+    convert(tiny_models.gpt, tiny_models.sovits, tiny_models.hubert, tiny_models.bert, out_dir, verify=False)
+    return out_dir

@@ -27,6 +27,15 @@ class Segment:
     phones: list[str]
     phone_ids: list[int]
     word2ph: list[int] | None = None
+    pause_after: float = 0.0  # seconds of silence the user asked for after this segment
+
+
+@dataclass
+class Pause:
+    """Silence requested with a pause mark: insert `seconds` before phone number `phone_index`."""
+
+    phone_index: int
+    seconds: float
 
 
 @dataclass
@@ -34,6 +43,7 @@ class PhonemizeResult:
     """The frontend's output for a whole text, in upstream's order."""
 
     segments: list[Segment] = field(default_factory=list)
+    pauses: list[Pause] = field(default_factory=list)  # in phone order; empty without pause marks
 
     @property
     def phones(self) -> list[str]:

@@ -1,0 +1,297 @@
+"""ONNX export of the GPT: `gpt_prefill.onnx` and `gpt_decode.onnx` (design.md graphs (a), (b)).
+
+The decode graph takes one cache input per layer and direction (`k_cache_{i}`, `v_cache_{i}`,
+[1, P, H]) and returns only the new rows (`k_new`, `v_new`, [L, 1, 1, H]); it attends over
+[cache ; new row] without concatenating the cache (see `TransformerLayer.forward_step`), so the
+runtime can bind prefixes of pre-allocated buffers and never copy the cache.
+
+Weights: both graphs keep their initializers in one shared external file, `gpt.onnx.data`, where a
+tensor that both graphs use (every weight matrix) is stored once; the two `.onnx` files hold only
+the graph structure. ONNX Runtime reads each graph's tensors from that file by offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import warnings
+from pathlib import Path
+
+from gsv_onnx.convert import require_torch
+from gsv_onnx.convert.gpt import PE_TABLE_ROWS, Text2SemanticDecoder
+from gsv_onnx.errors import GsvError
+
+torch = require_torch()
+
+OPSET = 17
+PREFILL_FILE = "gpt_prefill.onnx"
+DECODE_FILE = "gpt_decode.onnx"
+SHARED_DATA_FILE = "gpt.onnx.data"
+#: Tensors smaller than this stay inside the .onnx file (shape constants, scalars).
+EXTERNAL_MIN_BYTES = 1024
+#: Offsets in the data file are aligned so ONNX Runtime can memory-map each tensor.
+DATA_ALIGNMENT = 4096
+
+
+class ExportError(GsvError):
+    """Exporting or verifying a graph failed."""
+
+
+class _PrefillGraph(torch.nn.Module):
+    def __init__(self, model: Text2SemanticDecoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, phone_ids, bert_features, prompt_codes):
+        return self.model.prefill(phone_ids, bert_features, prompt_codes)
+
+
+class _DecodeGraph(torch.nn.Module):
+    def __init__(self, model: Text2SemanticDecoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, token, position, *caches):
+        layers = self.model.n_layer
+        return self.model.decode_step(token, position, caches[:layers], caches[layers:])
+
+
+def decode_input_names(n_layer: int) -> list[str]:
+    """Input names of the decode graph in order: token, position, k_cache_0.., v_cache_0.."""
+    return (
+        ["token", "position"]
+        + [f"k_cache_{i}" for i in range(n_layer)]
+        + [f"v_cache_{i}" for i in range(n_layer)]
+    )
+
+
+def _example_inputs(model: Text2SemanticDecoder, text_len: int, prompt_len: int, seed: int):
+    gen = torch.Generator().manual_seed(seed)
+    phone_ids = torch.randint(0, model.phoneme_vocab_size, (1, text_len), generator=gen)
+    bert_features = torch.randn(1, 1024, text_len, generator=gen)
+    prompt_codes = torch.randint(0, model.vocab_size - 1, (1, prompt_len), generator=gen)
+    return phone_ids, bert_features, prompt_codes
+
+
+def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            do_constant_folding=True,
+        )
+
+
+def share_external_data(model_paths: list[Path], data_name: str) -> None:
+    """Move the large initializers of the given models into one data file, each distinct tensor once."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    out_dir = model_paths[0].parent
+    data_path = out_dir / data_name
+    stored: dict[str, tuple[int, int]] = {}  # content key -> (offset, length)
+    models = [onnx.load(str(p)) for p in model_paths]
+    for model in models:
+        _constants_to_initializers(model)
+    with open(data_path, "wb") as data_file:
+        for model in models:
+            for tensor in model.graph.initializer:
+                raw = tensor.raw_data
+                if not raw or len(raw) < EXTERNAL_MIN_BYTES:
+                    continue
+                key = hashlib.sha256(raw).hexdigest() + f":{tensor.data_type}:{list(tensor.dims)}"
+                if key not in stored:
+                    offset = data_file.tell()
+                    padding = (-offset) % DATA_ALIGNMENT
+                    data_file.write(b"\0" * padding)
+                    offset += padding
+                    data_file.write(raw)
+                    stored[key] = (offset, len(raw))
+                offset, length = stored[key]
+                set_external_data(tensor, location=data_name, offset=offset, length=length)
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+    for model, path in zip(models, model_paths, strict=True):
+        onnx.save_model(model, str(path))
+
+
+def _constants_to_initializers(model) -> None:
+    """Turn large `Constant` nodes (the exporter folds e.g. the sinusoidal table into one) into
+    initializers, so they can live in the external data file."""
+    keep = []
+    for node in model.graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            tensor = node.attribute[0].t
+            if len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+                tensor.name = node.output[0]
+                model.graph.initializer.append(tensor)
+                continue
+        keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+
+
+def _set_output_shapes(graph_model, shapes: dict[str, list]) -> None:
+    """Give outputs readable symbolic shapes (the exporter invents names like Concatk_cache_dim_3)."""
+    for output in graph_model.graph.output:
+        if output.name not in shapes:
+            continue
+        dims = output.type.tensor_type.shape.dim
+        del dims[:]
+        for size in shapes[output.name]:
+            dim = dims.add()
+            if isinstance(size, str):
+                dim.dim_param = size
+            else:
+                dim.dim_value = size
+
+
+def export_gpt(model: Text2SemanticDecoder, out_dir: Path) -> dict[str, Path]:
+    """Write `gpt_prefill.onnx`, `gpt_decode.onnx` and their shared `gpt.onnx.data` into `out_dir`.
+
+    Graph inputs/outputs follow design.md (a) and (b); T_text, T_prompt (may be 0) and P are
+    dynamic. The decode graph carries the sinusoidal table (4000 rows) as a constant indexed by
+    `position`, so position must stay below 4000 (the model's metadata `max_positions` says so).
+    Returns {"gpt_prefill": path, "gpt_decode": path, "gpt_data": path}.
+    """
+    import onnx
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    layers = model.n_layer
+    prefill_path = out_dir / PREFILL_FILE
+    decode_path = out_dir / DECODE_FILE
+    with torch.no_grad(), tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        tmp_prefill = Path(tmp) / PREFILL_FILE
+        tmp_decode = Path(tmp) / DECODE_FILE
+        example = _example_inputs(model, text_len=9, prompt_len=5, seed=0)
+        _export(
+            _PrefillGraph(model),
+            example,
+            tmp_prefill,
+            ["phone_ids", "bert_features", "prompt_codes"],
+            ["logits", "k_cache", "v_cache"],
+            {
+                "phone_ids": {1: "T_text"},
+                "bert_features": {2: "T_text"},
+                "prompt_codes": {1: "T_prompt"},
+                "k_cache": {2: "S"},
+                "v_cache": {2: "S"},
+            },
+        )
+        cache_len = 6
+        caches = tuple(
+            torch.randn(1, cache_len, model.hidden_dim, generator=torch.Generator().manual_seed(i))
+            for i in range(2 * layers)
+        )
+        names = decode_input_names(layers)
+        _export(
+            _DecodeGraph(model),
+            (torch.tensor([[3]], dtype=torch.int64), torch.tensor([cache_len], dtype=torch.int64)) + caches,
+            tmp_decode,
+            names,
+            ["logits", "k_new", "v_new"],
+            {name: {1: "P"} for name in names[2:]},
+        )
+        for path, final in ((tmp_prefill, prefill_path), (tmp_decode, decode_path)):
+            graph = onnx.load(str(path))  # the exporter may have written external data next to it
+            meta = {
+                "gsv.graph": final.stem,
+                "n_layer": str(layers),
+                "hidden_dim": str(model.hidden_dim),
+                "vocab_size": str(model.vocab_size),
+                "max_positions": str(PE_TABLE_ROWS),
+            }
+            if final == prefill_path:
+                cache_shape = [layers, 1, "T_text + T_prompt", model.hidden_dim]
+                _set_output_shapes(graph, {"k_cache": cache_shape, "v_cache": cache_shape})
+            del graph.metadata_props[:]
+            for key, value in meta.items():
+                graph.metadata_props.add(key=key, value=value)
+            onnx.save_model(graph, str(final))
+    share_external_data([prefill_path, decode_path], SHARED_DATA_FILE)
+    return {"gpt_prefill": prefill_path, "gpt_decode": decode_path, "gpt_data": out_dir / SHARED_DATA_FILE}
+
+
+def verify_gpt(
+    model: Text2SemanticDecoder, paths: dict[str, Path], seed: int = 1, steps: int = 3
+) -> dict[str, float]:
+    """Max abs error of ONNX Runtime against torch on random inputs.
+
+    Runs prefill with a prompt and in reference-free mode, then `steps` chained decode steps fed
+    with the ORT caches. Returns {"prefill_logits", "prefill_cache", "prefill_ref_free_logits",
+    "decode_logits", "decode_cache"} (largest absolute differences).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    model = model.eval()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    prefill = ort.InferenceSession(str(paths["gpt_prefill"]), options, providers=["CPUExecutionProvider"])
+    decode = ort.InferenceSession(str(paths["gpt_decode"]), options, providers=["CPUExecutionProvider"])
+    phone_ids, bert_features, prompt_codes = _example_inputs(model, text_len=11, prompt_len=7, seed=seed)
+    errors: dict[str, float] = {}
+
+    def err(a, b) -> float:
+        return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b.detach().numpy().astype(np.float64))))
+
+    with torch.no_grad():
+        logits, k_cache, v_cache = model.prefill(phone_ids, bert_features, prompt_codes)
+        ort_logits, ort_k, ort_v = prefill.run(
+            None,
+            {
+                "phone_ids": phone_ids.numpy(),
+                "bert_features": bert_features.numpy(),
+                "prompt_codes": prompt_codes.numpy(),
+            },
+        )
+        errors["prefill_logits"] = err(ort_logits, logits)
+        errors["prefill_cache"] = max(err(ort_k, k_cache), err(ort_v, v_cache))
+        free_logits, _, _ = model.prefill(phone_ids, bert_features, None)
+        ort_free = prefill.run(
+            ["logits"],
+            {
+                "phone_ids": phone_ids.numpy(),
+                "bert_features": bert_features.numpy(),
+                "prompt_codes": np.zeros((1, 0), dtype=np.int64),
+            },
+        )[0]
+        errors["prefill_ref_free_logits"] = err(ort_free, free_logits)
+        layers = model.n_layer
+        position = prompt_codes.shape[1]
+        token = int(torch.argmax(logits[0, :-1]))
+        decode_logits_err = decode_cache_err = 0.0
+        for _ in range(steps):
+            feeds = {
+                "token": np.array([[token]], dtype=np.int64),
+                "position": np.array([position], dtype=np.int64),
+            }
+            for i in range(layers):
+                feeds[f"k_cache_{i}"] = np.ascontiguousarray(ort_k[i])
+                feeds[f"v_cache_{i}"] = np.ascontiguousarray(ort_v[i])
+            step_logits, k_new, v_new = decode.run(None, feeds)
+            # torch runs on the same (ORT) cache, so each step's error is the step's own
+            t_logits, t_k, t_v = model.decode_step(
+                torch.tensor([[token]]),
+                torch.tensor([position]),
+                torch.from_numpy(ort_k),
+                torch.from_numpy(ort_v),
+            )
+            decode_logits_err = max(decode_logits_err, err(step_logits, t_logits))
+            decode_cache_err = max(decode_cache_err, err(k_new, t_k), err(v_new, t_v))
+            ort_k = np.concatenate([ort_k, k_new], axis=2)
+            ort_v = np.concatenate([ort_v, v_new], axis=2)
+            token = int(np.argmax(step_logits[0, :-1]))
+            position += 1
+        errors["decode_logits"] = decode_logits_err
+        errors["decode_cache"] = decode_cache_err
+    return errors

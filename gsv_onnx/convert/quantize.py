@@ -1,0 +1,142 @@
+"""Precision variants of exported graphs: `quantize_graph(path, precision) -> Path`.
+
+Precisions (the graph boundary stays float32 whatever the variant):
+
+* ``fp32``: the graph as exported (returned unchanged).
+* ``fp16``: weights *stored* as float16, each followed by a Cast to float32 that ONNX Runtime
+  folds when the session loads, so compute stays fp32 at fp32 speed. Half the disk size; exact for
+  GPT-SoVITS checkpoints, whose weights are fp16 on disk anyway. Only matmul weights are rounded;
+  other tensors (embeddings, the sinusoidal table) become fp16 only where that is exact.
+* ``int8``: dynamic quantization of every MatMul/Gemm with a constant weight: signed int8 weights
+  (QInt8, per output channel), activations quantized per call. ONNX Runtime runs these as
+  DynamicQuantizeMatMul, whose x86 kernel uses AVX-512 VNNI / AVX2 int8 dot products; the
+  attention products on the KV cache (no constant operand) stay fp32. The GPT's choice.
+* ``int4``: weight-only 4-bit blocks (MatMulNBits, block 32, symmetric) on constant-weight
+  MatMuls; activations stay fp32. Meant for BERT-like graphs where weight size dominates.
+
+`quantize_gpt` does the GPT pair and stores the weights both graphs share once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gsv_onnx.errors import GsvError
+
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+#: Initializers below this size stay float32 in the fp16 variant (scalars, shape constants).
+FP16_MIN_ELEMENTS = 256
+
+
+class QuantizeError(GsvError):
+    """A precision variant cannot be produced."""
+
+
+def variant_path(path: Path, precision: str) -> Path:
+    """`gpt_decode.onnx` -> `gpt_decode.int8.onnx` (fp32 keeps the original name)."""
+    path = Path(path)
+    return path if precision == "fp32" else path.with_name(f"{path.stem}.{precision}{path.suffix}")
+
+
+def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None = None) -> Path:
+    """Write the `precision` variant of the ONNX graph at `path`; returns its path.
+
+    `out_path` defaults to `<stem>.<precision>.onnx` next to the input; fp32 returns `path`
+    itself. The variant keeps its weights inside the .onnx file (use `share_external_data` to move
+    weights common to several graphs into one file). Raises QuantizeError for an unknown precision.
+    """
+    import onnx
+
+    path = Path(path)
+    if precision not in PRECISIONS:
+        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return path
+    out = Path(out_path) if out_path is not None else variant_path(path, precision)
+    if precision == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        quantize_dynamic(
+            str(path),
+            str(out),
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=True,
+            reduce_range=False,
+            weight_type=QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
+        )
+        _drop_external_data_file_refs(out)
+    elif precision == "int4":
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantizer = MatMulNBitsQuantizer(onnx.load(str(path)), bits=4, block_size=32, is_symmetric=True)
+        quantizer.process()
+        onnx.save_model(quantizer.model.model, str(out))
+    else:
+        model = onnx.load(str(path))
+        _store_weights_fp16(model)
+        onnx.save_model(model, str(out))
+    return out
+
+
+def _drop_external_data_file_refs(path: Path) -> None:
+    """Re-save a model whose tensors are all inline, so it has no dangling external references."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.save_model(model, str(path))
+
+
+def _store_weights_fp16(model) -> None:
+    """Replace float32 initializers by float16 ones plus a Cast back to float32 (folded at load)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    weight_inputs = {node.input[1] for node in model.graph.node if node.op_type in ("MatMul", "Gemm")}
+    other_inputs = {
+        name
+        for node in model.graph.node
+        for index, name in enumerate(node.input)
+        if not (node.op_type in ("MatMul", "Gemm") and index == 1)
+    }
+    casts = []
+    for tensor in model.graph.initializer:
+        if tensor.data_type != onnx.TensorProto.FLOAT:
+            continue
+        array = numpy_helper.to_array(tensor)
+        if array.size < FP16_MIN_ELEMENTS or not np.all(np.abs(array) < 65504):
+            continue  # small constants, or values that fp16 cannot hold
+        exact = np.array_equal(array.astype(np.float16).astype(np.float32), array)
+        if not exact and (tensor.name not in weight_inputs or tensor.name in other_inputs):
+            continue  # rounding is only acceptable for matmul weights (not e.g. the sinusoidal table)
+        name = tensor.name
+        half = numpy_helper.from_array(array.astype(np.float16), name=f"{name}__fp16")
+        tensor.CopyFrom(half)
+        casts.append(
+            helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT, name=f"{name}__cast")
+        )
+    nodes = list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(casts + nodes)
+
+
+def quantize_gpt(paths: dict[str, Path], precision: str) -> dict[str, Path]:
+    """The `precision` variant of both GPT graphs from `export_gpt`'s result.
+
+    Weights the two graphs share are stored once, in `gpt.<precision>.onnx.data`. Returns
+    {"gpt_prefill", "gpt_decode", "gpt_data"} like `export_gpt` (fp32: the input unchanged).
+    """
+    from gsv_onnx.convert.export_gpt import share_external_data
+
+    if precision == "fp32":
+        return dict(paths)
+    if precision == "int4":
+        raise QuantizeError(
+            "int4 is not offered for the GPT (its decode step is bound by int8 kernels); use int8"
+        )
+    out = {name: quantize_graph(paths[name], precision) for name in ("gpt_prefill", "gpt_decode")}
+    data_name = f"gpt.{precision}.onnx.data"
+    share_external_data([out["gpt_prefill"], out["gpt_decode"]], data_name)
+    out["gpt_data"] = out["gpt_prefill"].parent / data_name
+    return out

@@ -1,0 +1,180 @@
+"""The GPT decode loop's engine: prefill once, then one ONNX Runtime call per token, no cache copies.
+
+`GptDecoder` owns the two sessions (`gpt_prefill.onnx`, `gpt_decode.onnx`, design.md (a)/(b)) and
+one pre-allocated K and one V buffer of shape [L, capacity, H]. Layer i's cache input is bound as
+the contiguous prefix `buffer[i, :P]` (a [1, P, H] view: same memory, no copy) through an
+`IOBinding` with the buffer's address; the decode graph only reads it and returns this step's new
+rows, which are written at row P. So per step ONNX Runtime reads the cache once and nothing copies
+it; the buffers' pages are touched only as rows are written, so a large capacity costs no memory
+until used.
+
+Sampling is not done here (see the sampler module); `prefill` and `step` return logits.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gsv_onnx.errors import GsvError
+from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions
+from gsv_onnx.runtime.sessions import create_session
+
+BERT_DIM = 1024
+#: Rows of the decode graph's sinusoidal table when the graph carries no `max_positions` metadata.
+DEFAULT_MAX_POSITIONS = 4000
+
+
+class DecodeLimitError(GsvError):
+    """A decode would run past the cache capacity or the positional table of the GPT graphs."""
+
+
+class GptDecoder:
+    """Prefill + cached decode steps of the GPT, with zero-copy cache binding.
+
+    Usage::
+
+        decoder = GptDecoder(bundle_dir / "gpt_prefill.onnx", bundle_dir / "gpt_decode.onnx", options)
+        logits = decoder.prefill(phone_ids, bert_features, prompt_codes)   # [vocab]
+        logits = decoder.step(token)                                       # [vocab], repeat
+
+    `max_new_tokens` bounds the number of `step` calls after a prefill (upstream's 1500 by default);
+    the buffers are sized for the prompt plus that many rows.
+    """
+
+    def __init__(
+        self,
+        prefill_path: str | Path,
+        decode_path: str | Path,
+        runtime_options: RuntimeOptions | None = None,
+        max_new_tokens: int = MAX_DECODE_STEPS,
+    ):
+        self.prefill_session = create_session(prefill_path, runtime_options)
+        self.decode_session = create_session(decode_path, runtime_options)
+        self.max_new_tokens = int(max_new_tokens)
+        meta = self.decode_session.get_modelmeta().custom_metadata_map
+        cache_inputs = [i for i in self.decode_session.get_inputs() if i.name.startswith("k_cache_")]
+        self.n_layer = len(cache_inputs)
+        self.hidden_dim = int(cache_inputs[0].shape[2])
+        self.vocab_size = int(self.decode_session.get_outputs()[0].shape[1])
+        self.max_positions = int(meta.get("max_positions", DEFAULT_MAX_POSITIONS))
+        if int(meta.get("n_layer", self.n_layer)) != self.n_layer or self.n_layer == 0:
+            raise DecodeLimitError(f"{decode_path}: cache inputs do not match n_layer; re-run `gsv convert`")
+        # Buffers, allocated at the first prefill and reused while large enough.
+        self.k_buffer: np.ndarray | None = None
+        self.v_buffer: np.ndarray | None = None
+        self._cache_len = 0
+        self._position = 0
+        self._steps_left = 0
+        self._token = np.zeros((1, 1), dtype=np.int64)
+        self._position_array = np.zeros((1,), dtype=np.int64)
+        self._logits = np.zeros((1, self.vocab_size), dtype=np.float32)
+        self._k_new = np.zeros((self.n_layer, 1, 1, self.hidden_dim), dtype=np.float32)
+        self._v_new = np.zeros_like(self._k_new)
+        self._binding = self.decode_session.io_binding()
+        self._k_names = [f"k_cache_{i}" for i in range(self.n_layer)]
+        self._v_names = [f"v_cache_{i}" for i in range(self.n_layer)]
+        self._bind_fixed()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    @property
+    def cache_len(self) -> int:
+        """Rows held in the cache: text + prompt + tokens fed by `step` so far."""
+        return self._cache_len
+
+    @property
+    def position(self) -> int:
+        """Semantic-stream position the next `step` token takes (T_prompt + steps done)."""
+        return self._position
+
+    # -- prefill ---------------------------------------------------------------------------------
+
+    def prefill(self, phone_ids, bert_features, prompt_codes=None) -> np.ndarray:
+        """Run the prefill graph and fill the cache; returns the logits of the last position [vocab].
+
+        phone_ids: [T_text] or [1, T_text] ints (prompt phones then target phones); bert_features:
+        [1024, T_text] or [1, 1024, T_text]; prompt_codes: [T_prompt] or [1, T_prompt] ints, or
+        None / empty for reference-free mode.
+        """
+        phone_ids = np.ascontiguousarray(np.asarray(phone_ids, dtype=np.int64).reshape(1, -1))
+        text_len = phone_ids.shape[1]
+        bert_features = np.asarray(bert_features, dtype=np.float32)
+        if bert_features.size != BERT_DIM * text_len:
+            raise ValueError(f"bert_features must be [1, {BERT_DIM}, {text_len}], got {bert_features.shape}")
+        bert_features = np.ascontiguousarray(bert_features.reshape(1, BERT_DIM, text_len))
+        if prompt_codes is None:
+            prompt_codes = np.zeros((1, 0), dtype=np.int64)
+        prompt_codes = np.ascontiguousarray(np.asarray(prompt_codes, dtype=np.int64).reshape(1, -1))
+        if text_len == 0:
+            raise ValueError("phone_ids is empty: the GPT needs at least one phone")
+        prompt_len = prompt_codes.shape[1]
+        if prompt_len + self.max_new_tokens > self.max_positions:
+            raise DecodeLimitError(
+                f"{prompt_len} prompt codes + {self.max_new_tokens} decode steps exceed the GPT's "
+                f"{self.max_positions} positions; use a shorter reference audio or fewer steps"
+            )
+        logits, k_cache, v_cache = self.prefill_session.run(
+            None, {"phone_ids": phone_ids, "bert_features": bert_features, "prompt_codes": prompt_codes}
+        )
+        seq = k_cache.shape[2]
+        capacity = seq + self.max_new_tokens
+        if self.k_buffer is None or self.k_buffer.shape[1] < capacity:
+            # np.empty: pages become resident only when rows are written
+            self.k_buffer = np.empty((self.n_layer, capacity, self.hidden_dim), dtype=np.float32)
+            self.v_buffer = np.empty_like(self.k_buffer)
+        self.k_buffer[:, :seq] = k_cache[:, 0]
+        self.v_buffer[:, :seq] = v_cache[:, 0]
+        self._cache_len = seq
+        self._position = prompt_len
+        self._steps_left = self.max_new_tokens
+        return logits[0].copy()
+
+    # -- decode ----------------------------------------------------------------------------------
+
+    def _bind_fixed(self) -> None:
+        """Bind the inputs and outputs whose memory never changes: token, position, outputs."""
+        binding = self._binding
+        for name, array in (("token", self._token), ("position", self._position_array)):
+            binding.bind_input(name, "cpu", 0, np.int64, list(array.shape), array.ctypes.data)
+        for name, array in (("logits", self._logits), ("k_new", self._k_new), ("v_new", self._v_new)):
+            binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+
+    def bind_cache(self) -> None:
+        """Bind layer i's K/V input to the prefix [1, cache_len, H] of the buffers (no copy)."""
+        shape = [1, self._cache_len, self.hidden_dim]
+        row_bytes = self.k_buffer.strides[0]
+        k_base, v_base = self.k_buffer.ctypes.data, self.v_buffer.ctypes.data
+        binding = self._binding
+        for i in range(self.n_layer):
+            binding.bind_input(self._k_names[i], "cpu", 0, np.float32, shape, k_base + i * row_bytes)
+            binding.bind_input(self._v_names[i], "cpu", 0, np.float32, shape, v_base + i * row_bytes)
+
+    def step(self, token: int) -> np.ndarray:
+        """Feed the token sampled at the previous step; returns the next logits [vocab].
+
+        The token takes position `self.position`; its K/V rows are written at row `cache_len`.
+        """
+        if self.k_buffer is None:
+            raise DecodeLimitError("GptDecoder.step called before prefill")
+        if self._steps_left <= 0:
+            raise DecodeLimitError(
+                f"more than max_new_tokens={self.max_new_tokens} decode steps after one prefill; "
+                "create the decoder with a larger max_new_tokens"
+            )
+        self._token[0, 0] = token
+        self._position_array[0] = self._position
+        self.bind_cache()
+        self.decode_session.run_with_iobinding(self._binding)
+        row = self._cache_len
+        self.k_buffer[:, row] = self._k_new[:, 0, 0]
+        self.v_buffer[:, row] = self._v_new[:, 0, 0]
+        self._cache_len += 1
+        self._position += 1
+        self._steps_left -= 1
+        return self._logits[0].copy()
+
+    def cache_view(self) -> tuple[np.ndarray, np.ndarray]:
+        """The filled part of the cache, [L, cache_len, H] views of the buffers (no copy)."""
+        return self.k_buffer[:, : self._cache_len], self.v_buffer[:, : self._cache_len]

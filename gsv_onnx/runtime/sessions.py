@@ -1,0 +1,91 @@
+"""Creating ONNX Runtime sessions with the project's runtime options."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnxruntime as ort
+
+from gsv_onnx.errors import BundleError, OptionsError
+from gsv_onnx.runtime.options import PROVIDER_ALIASES, RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+_OPT_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+_warned_providers: set[str] = set()
+
+
+def resolve_providers(requested: tuple[str, ...] | list[str]) -> list[str]:
+    """Map friendly provider names to ORT names, keep the available ones, end with CPU.
+
+    A provider that the installed onnxruntime lacks is dropped with one warning per process;
+    a name that is no provider at all raises `OptionsError`.
+    """
+    available = set(ort.get_available_providers())
+    known_ort_names = set(PROVIDER_ALIASES.values()) | available
+    resolved: list[str] = []
+    for name in requested:
+        ort_name = PROVIDER_ALIASES.get(name.lower(), name) if isinstance(name, str) else name
+        if ort_name not in known_ort_names and not str(ort_name).endswith("ExecutionProvider"):
+            raise OptionsError(
+                f"unknown execution provider {name!r}; use one of {', '.join(sorted(PROVIDER_ALIASES))}"
+            )
+        if ort_name not in available:
+            if ort_name not in _warned_providers:
+                _warned_providers.add(ort_name)
+                log.warning(
+                    "execution provider %s is not available in this onnxruntime build (%s); falling back to CPU",
+                    ort_name,
+                    ", ".join(sorted(available)),
+                )
+            continue
+        if ort_name not in resolved:
+            resolved.append(ort_name)
+    if "CPUExecutionProvider" in resolved:
+        resolved.remove("CPUExecutionProvider")
+    resolved.append("CPUExecutionProvider")
+    return resolved
+
+
+def session_options(runtime_options: RuntimeOptions) -> ort.SessionOptions:
+    """`SessionOptions` for one graph: threads, no spin-waiting (unless asked), optimization level."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = runtime_options.threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPT_LEVELS[runtime_options.graph_optimization]
+    spin = "1" if runtime_options.allow_spinning else "0"
+    options.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    options.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    for key, value in runtime_options.session_config.items():
+        options.add_session_config_entry(str(key), str(value))
+    options.log_severity_level = 3  # errors only: ORT's shape-inference warnings are noise to users
+    return options
+
+
+def create_session(path: str | Path, runtime_options: RuntimeOptions | None = None) -> ort.InferenceSession:
+    """One `InferenceSession` for the graph at `path` with the given runtime options.
+
+    Raises `BundleError` when the file is missing or ONNX Runtime cannot load it.
+    """
+    runtime_options = runtime_options or RuntimeOptions()
+    path = Path(path)
+    if not path.is_file():
+        raise BundleError(f"ONNX graph {path} does not exist; re-run `gsv convert` to rebuild the bundle")
+    providers = resolve_providers(runtime_options.providers)
+    try:
+        return ort.InferenceSession(
+            str(path), sess_options=session_options(runtime_options), providers=providers
+        )
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        raise BundleError(
+            f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+            "the file may be corrupt or from a newer converter, re-run `gsv convert`"
+        ) from exc

@@ -1,0 +1,559 @@
+"""`TTS`: the public Python API of the runtime (no torch).
+
+    from gsv_onnx import TTS, Voice
+    tts = TTS.load("my_voice.gsv")
+    voice = tts.prepare_voice("ref.wav", text="参考音频说的话。", lang="zh")
+    voice.save("alice.voice")
+    audio = tts.synthesize("今天天气不错。Let's go!", voice, lang="auto", seed=7)
+    audio.save("out.wav")
+    for chunk in tts.stream(long_text, voice): ...
+
+ONNX Runtime sessions are created once per `TTS` (one bundle) and shared by every voice; the BERT
+and reference-encoder sessions are created on first use, so speaking English with a saved voice
+never loads them. The lower layers are public: `text_to_phones`, `phones_to_tokens`,
+`tokens_to_audio`.
+
+Per piece of text (spec §7): prompt phones + piece phones and prompt BERT + piece BERT go through
+the GPT prefill, then the numpy sampler and one cached decode step per token; the piece's tokens,
+its phones only, the voice's `ge`, the speed and the prior noise go through the SoVITS decoder;
+the fragment is divided by its peak if that exceeds 1 and followed by `fragment_interval` seconds
+of silence. Pieces are processed in text order (upstream sorts them by length when batching; with
+batch_size 1 the audio is the same, only the random stream differs).
+
+Empty or punctuation-only text raises `TextError` (upstream returns one second of silence).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from gsv_onnx.audio import AudioSource
+from gsv_onnx.bundle import Bundle
+from gsv_onnx.errors import TextError
+from gsv_onnx.runtime.bert import BertFeaturizer, load_tokenizer
+from gsv_onnx.runtime.decoder import GptDecoder
+from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions, SynthesisOptions
+from gsv_onnx.runtime.reference import REF_ENC_BINS, encode_reference
+from gsv_onnx.runtime.sampler import DecodeResult, SamplingParams, decode, exponential_noise
+from gsv_onnx.runtime.sessions import create_session
+from gsv_onnx.runtime.split import prepare_prompt_text, split_text
+from gsv_onnx.runtime.synthesis import (
+    SegmentReport,
+    SynthesisResult,
+    TextUnits,
+    finish_fragment,
+    prior_noise,
+    vocoder_frames,
+)
+from gsv_onnx.runtime.voice import Voice
+
+log = logging.getLogger(__name__)
+
+def _phonemize(text: str, lang: str) -> Any:
+    from gsv_onnx.text import phonemize  # the frontend; imported late so `import gsv_onnx` stays cheap
+
+    return phonemize(text, lang)
+
+
+def _languages() -> tuple[str, ...]:
+    from gsv_onnx.text import LANGUAGES
+
+    return tuple(LANGUAGES)
+
+
+def _markup_pattern():
+    """The frontend's markup pattern ({word|pron}, [pause:..]) so splitting keeps it whole."""
+    try:
+        from gsv_onnx.text.markup import _MARKUP
+    except ImportError:  # a frontend without markup
+        return None
+    return _MARKUP
+
+
+def _split_at_pauses(units: TextUnits) -> list[tuple[TextUnits | None, float]]:
+    """Runs of phones between pause marks, each with the pause (seconds) before it.
+
+    Without pauses: [(units, 0.0)]. A trailing pause gives a (None, seconds) entry.
+    """
+    if not units.pauses:
+        return [(units, 0.0)]
+    parts: list[tuple[TextUnits | None, float]] = []
+    start = 0
+    pending = 0.0
+    for phone_index, seconds in sorted(units.pauses):
+        phone_index = min(max(phone_index, start), units.n_phones)
+        if phone_index > start:
+            parts.append((_slice_units(units, start, phone_index), pending))
+            pending = 0.0
+            start = phone_index
+        pending += seconds
+    if start < units.n_phones:
+        parts.append((_slice_units(units, start, units.n_phones), pending))
+    elif pending > 0:
+        parts.append((None, pending))
+    return parts
+
+
+def _slice_units(units: TextUnits, start: int, end: int) -> TextUnits:
+    return TextUnits(
+        text=units.text,
+        norm_text=units.norm_text,
+        phones=units.phones[start:end],
+        phone_ids=units.phone_ids[start:end],
+        bert=units.bert[:, start:end],
+        languages=units.languages,
+    )
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed to use: `seed` itself, or a random 32-bit one for None / -1."""
+    if seed is None or seed == -1:
+        return secrets.randbits(32)
+    return int(seed)
+
+
+class TTS:
+    """A loaded bundle ready to speak. Create with `TTS.load(path)`."""
+
+    def __init__(self, bundle: Bundle, runtime_options: RuntimeOptions | None = None) -> None:
+        self.bundle = bundle
+        self.runtime_options = runtime_options or RuntimeOptions()
+        gpt = bundle.hparams["gpt"]
+        sovits = bundle.hparams["sovits"]
+        self.sample_rate = int(sovits.get("sampling_rate", 32000))
+        self.inter_channels = int(sovits.get("inter_channels", 192))
+        self.ref_enc_bins = int(sovits.get("ref_enc_bins", REF_ENC_BINS))
+        self.bert_dim = int(gpt.get("bert_dim", 1024))
+        self.eos_token = int(gpt.get("eos", 1024))
+        started = time.perf_counter()
+        self.decoder = GptDecoder(
+            bundle.graph_path("gpt_prefill"),
+            bundle.graph_path("gpt_decode"),
+            self.runtime_options,
+            max_new_tokens=MAX_DECODE_STEPS,
+        )
+        self.sovits = create_session(bundle.graph_path("sovits_decoder"), self.runtime_options)
+        self.load_seconds = time.perf_counter() - started
+        self._ref_enc = None
+        self._reference_encoder = None
+        self._bert: BertFeaturizer | None = None
+        self._session_lock = threading.Lock()
+        # The GPT decoder holds one cache: one segment decodes at a time per TTS.
+        self._gpt_lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls, bundle_path: str | os.PathLike, runtime_options: RuntimeOptions | None = None, verify: bool = False
+    ) -> TTS:
+        """Load the bundle directory at `bundle_path` and create its ONNX Runtime sessions.
+
+        `verify=True` also checks every file's sha256 (slow for full-size bundles; `gsv convert`
+        already verified them). Raises `BundleError` for a missing or invalid bundle.
+        """
+        return cls(Bundle.load(bundle_path, verify=verify), runtime_options)
+
+    @property
+    def bundle_id(self) -> str:
+        return self.bundle.bundle_id
+
+    # -- lazily created sessions ------------------------------------------------------------------
+
+    def _session(self, attribute: str, graph: str):
+        with self._session_lock:
+            session = getattr(self, attribute)
+            if session is None:
+                session = create_session(self.bundle.graph_path(graph), self.runtime_options)
+                setattr(self, attribute, session)
+            return session
+
+    @property
+    def ref_enc(self):
+        """Session of ref_enc.onnx (created on first use)."""
+        return self._session("_ref_enc", "ref_enc")
+
+    @property
+    def reference_encoder(self):
+        """Session of reference_encoder.onnx (created on first use)."""
+        return self._session("_reference_encoder", "reference_encoder")
+
+    @property
+    def bert(self) -> BertFeaturizer:
+        """The BERT featurizer (bert.onnx + tokenizer, created on first Chinese text)."""
+        with self._session_lock:
+            if self._bert is None:
+                session = create_session(self.bundle.graph_path("bert"), self.runtime_options)
+                self._bert = BertFeaturizer(session, load_tokenizer(self.bundle.tokenizer_path), self.bert_dim)
+            return self._bert
+
+    # -- voices -----------------------------------------------------------------------------------
+
+    def prepare_voice(
+        self,
+        reference: AudioSource,
+        text: str = "",
+        lang: str = "zh",
+        aux_refs: Sequence[AudioSource] = (),
+    ) -> Voice:
+        """Prepare a voice from a 3-10 s reference clip (path, bytes or file object) and its transcript.
+
+        `text` empty gives a reference-free voice (the GPT gets no prompt, spec §7.4). `aux_refs`
+        are extra clips averaged into the timbre vector only. Raises `AudioError` for a bad
+        reference and `TextError` for an unknown language or a transcript without phones.
+        """
+        if not isinstance(text, str):
+            raise TextError(f"the reference text must be a string, got {type(text).__name__}")
+        prompt_text = prepare_prompt_text(text, lang) if text.strip() else ""
+        units = self.text_to_phones(prompt_text, lang) if prompt_text else None
+        features = encode_reference(
+            reference, self.reference_encoder, self.ref_enc, aux_refs, bins=self.ref_enc_bins
+        )
+        metadata = {
+            "reference": str(reference) if isinstance(reference, (str, os.PathLike)) else "<bytes>",
+            "reference_seconds": round(features.duration, 3),
+            "reference_sample_rate": features.sample_rate,
+            "n_references": features.n_references,
+            "bundle_path": str(self.bundle.path),
+        }
+        return Voice(
+            prompt_codes=features.prompt_codes,
+            ge=features.ge,
+            prompt_phone_ids=units.phone_ids if units else np.zeros(0, np.int64),
+            prompt_bert=units.bert if units else np.zeros((self.bert_dim, 0), np.float32),
+            prompt_phones=units.phones if units else [],
+            prompt_text=prompt_text,
+            prompt_lang=lang,
+            prompt_norm_text=units.norm_text if units else "",
+            bundle_id=self.bundle_id,
+            languages=units.languages if units else [],
+            metadata=metadata,
+        )
+
+    def _voice(self, voice: Voice | str | os.PathLike) -> Voice:
+        if not isinstance(voice, Voice):
+            voice = Voice.load(voice)
+        voice.check_bundle(self.bundle_id, self.bundle.path)
+        return voice
+
+    # -- lower layers -----------------------------------------------------------------------------
+
+    def text_to_phones(self, text: str, lang: str = "auto") -> TextUnits:
+        """Phones and per-phone BERT features of one piece of text (no splitting).
+
+        The frontend applies upstream's rules (a text under 6 phones is redone with "." in front)
+        and the markup (`{word|pron}`, `[pause:0.5]`; pauses land in `units.pauses`). Raises
+        `TextError` for an unknown language or a text with nothing to pronounce.
+        """
+        result = _phonemize(text, lang)
+        segments = list(result.segments)
+        phone_ids = np.asarray(result.phone_ids, dtype=np.int64)
+        if any(s.lang == "zh" and s.word2ph is not None and s.phone_ids for s in segments):
+            bert = self.bert.features(segments)
+        else:
+            bert = np.zeros((self.bert_dim, phone_ids.shape[0]), dtype=np.float32)
+        return TextUnits(
+            text=text,
+            norm_text=result.norm_text,
+            phones=list(result.phones),
+            phone_ids=phone_ids,
+            bert=bert,
+            languages=[s.lang for s in segments],
+            pauses=[(int(p.phone_index), float(p.seconds)) for p in getattr(result, "pauses", [])],
+        )
+
+    def phones_to_tokens(
+        self,
+        units: TextUnits,
+        voice: Voice,
+        options: SynthesisOptions | None = None,
+        rng: np.random.Generator | None = None,
+        max_tokens: int | None = None,
+    ) -> DecodeResult:
+        """Semantic tokens for one piece: GPT prefill on [prompt ; piece], then the sampler loop."""
+        options = options or SynthesisOptions()
+        rng = rng if rng is not None else np.random.default_rng(resolve_seed(options.seed))
+        if voice.reference_free:
+            phone_ids, bert = units.phone_ids, units.bert
+            prompt = np.zeros(0, dtype=np.int64)
+        else:
+            phone_ids = np.concatenate([voice.prompt_phone_ids, units.phone_ids])
+            bert = np.concatenate([voice.prompt_bert, units.bert], axis=1)
+            prompt = voice.prompt_codes
+        params = SamplingParams(
+            top_k=options.top_k,
+            top_p=options.top_p,
+            temperature=options.temperature,
+            repetition_penalty=options.repetition_penalty,
+        )
+        decoder = self.decoder
+
+        def step(token: int, position: int) -> np.ndarray:
+            return decoder.step(token)
+
+        with self._gpt_lock:
+            logits = decoder.prefill(phone_ids, bert, prompt)
+            return decode(
+                logits,
+                step,
+                prompt,
+                params,
+                exponential_noise(rng),
+                max_steps=options.max_decode_steps,
+                max_tokens=max_tokens,
+            )
+
+    def tokens_to_audio(
+        self,
+        tokens: np.ndarray | Sequence[int],
+        phone_ids: np.ndarray | Sequence[int],
+        voice: Voice,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        rng: np.random.Generator | None = None,
+        noise: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The SoVITS waveform (float32 [samples], not peak-normalized) of tokens for target phones.
+
+        `noise`: ε·noise_scale of shape [1, inter_channels, frames] to inject; by default drawn
+        from `rng` (a fresh random generator when None).
+        """
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        phone_ids = np.asarray(phone_ids, dtype=np.int64).reshape(1, -1)
+        frames = vocoder_frames(tokens.shape[1], float(speed))
+        if noise is None:
+            rng = rng if rng is not None else np.random.default_rng()
+            noise = prior_noise(rng, self.inter_channels, frames, noise_scale)
+        noise = np.ascontiguousarray(noise, dtype=np.float32)
+        if noise.shape != (1, self.inter_channels, frames):
+            raise ValueError(f"noise must have shape [1, {self.inter_channels}, {frames}], got {noise.shape}")
+        (audio,) = self.sovits.run(
+            ["audio"],
+            {
+                "semantic_codes": tokens,
+                "phone_ids": phone_ids,
+                "ge": np.ascontiguousarray(voice.ge, dtype=np.float32),
+                "speed": np.asarray([speed], dtype=np.float32),
+                "noise": noise,
+            },
+        )
+        return np.asarray(audio, dtype=np.float32).reshape(-1)
+
+    # -- synthesis --------------------------------------------------------------------------------
+
+    def _options(self, options: SynthesisOptions | None, seed: int | None, overrides: dict) -> SynthesisOptions:
+        options = options or SynthesisOptions()
+        if overrides:
+            options = options.with_changes(**overrides)
+        if seed is not None:
+            options = options.with_changes(seed=seed)
+        return options
+
+    def _token_bound(self, n_phones: int, options: SynthesisOptions) -> int:
+        bound = max(options.min_max_tokens, math.ceil(options.max_tokens_per_phone * n_phones))
+        return min(bound, options.max_decode_steps)
+
+    def _decode_part(
+        self, units: TextUnits, voice: Voice, options: SynthesisOptions, rng: np.random.Generator
+    ) -> tuple[DecodeResult, int, list[str]]:
+        """Tokens for one run of phones, with the token bound and the short-decode retry."""
+        max_tokens = self._token_bound(units.n_phones, options)
+        min_tokens = options.min_tokens_per_phone * units.n_phones
+        result = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens)
+        attempts = 1
+        # A decoder that gives up at once (EOS right after the 11 forced steps) on a long piece:
+        # try again with fresh noise; greedy decoding would only repeat itself.
+        while len(result.tokens) < min_tokens and attempts <= options.short_decode_retries and options.top_k > 1:
+            retry = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens)
+            attempts += 1
+            if len(retry.tokens) > len(result.tokens):
+                result = retry
+        guards = []
+        if len(result.tokens) < min_tokens:
+            guards.append("short_decode")
+        if result.stop_reason == "max_tokens":
+            guards.append("token_limit")
+        if result.bad_zero_prediction:
+            guards.append("bad_zero_prediction")
+        return result, attempts, guards
+
+    def _segment(
+        self, index: int, piece: str, lang: str, voice: Voice, options: SynthesisOptions, rng: np.random.Generator
+    ) -> tuple[np.ndarray, SegmentReport] | None:
+        """Synthesize one piece; None when the frontend finds nothing to say (upstream skips it)."""
+        started = time.perf_counter()
+        try:
+            units = self.text_to_phones(piece, lang)
+        except TextError as exc:
+            if lang not in _languages():
+                raise
+            log.warning("segment %d (%r) skipped: %s", index, piece[:40], exc)
+            return None
+        if units.n_phones == 0 and not units.pauses:
+            return None
+        text_seconds = time.perf_counter() - started
+        gpt_seconds = vocoder_seconds = 0.0
+        waves: list[np.ndarray] = []
+        tokens: list[np.ndarray] = []
+        guards: list[str] = []
+        attempts = 0
+        stop_reason = "eos"
+        n_samples = 0
+        for part, pause_before in _split_at_pauses(units):
+            if pause_before > 0:
+                waves.append(np.zeros(int(round(self.sample_rate * pause_before)), dtype=np.float32))
+            if part is None:
+                continue
+            started = time.perf_counter()
+            result, part_attempts, part_guards = self._decode_part(part, voice, options, rng)
+            gpt_seconds += time.perf_counter() - started
+            attempts += part_attempts
+            guards.extend(g for g in part_guards if g not in guards)
+            if result.stop_reason != "eos":
+                stop_reason = result.stop_reason
+            tokens.append(result.tokens)
+            started = time.perf_counter()
+            wave = self.tokens_to_audio(
+                result.tokens, part.phone_ids, voice, options.speed_factor, options.noise_scale, rng
+            )
+            vocoder_seconds += time.perf_counter() - started
+            waves.append(wave)
+        wave = np.concatenate(waves) if waves else np.zeros(0, dtype=np.float32)
+        n_samples = wave.shape[0]
+        wave = finish_fragment(wave, self.sample_rate, options.fragment_interval)
+        report = SegmentReport(
+            index=index,
+            text=piece,
+            norm_text=units.norm_text,
+            languages=units.languages,
+            n_phones=units.n_phones,
+            tokens=np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
+            stop_reason=stop_reason,
+            samples=n_samples,
+            attempts=attempts,
+            guards=guards,
+            seconds={"text": text_seconds, "gpt": gpt_seconds, "vocoder": vocoder_seconds},
+        )
+        for guard in guards:
+            log.warning("%s", _guard_message(guard, report, self._token_bound(units.n_phones, options)))
+        return wave, report
+
+    def _pieces(self, text: str, lang: str, options: SynthesisOptions) -> list[str]:
+        if not isinstance(text, str):
+            raise TextError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise TextError("the text is empty; give something to say")
+        if lang not in _languages():
+            raise TextError(f"unknown language {lang!r}; use one of: {', '.join(_languages())}")
+        pieces = split_text(text, options.text_split_method, lang, protect=_markup_pattern())
+        if not pieces:
+            raise TextError("the text has nothing to say (only punctuation or blank lines); give some words")
+        return pieces
+
+    def stream(
+        self,
+        text: str,
+        voice: Voice | str | os.PathLike,
+        lang: str = "auto",
+        seed: int | None = None,
+        options: SynthesisOptions | None = None,
+        **overrides: Any,
+    ) -> Iterator[SynthesisResult]:
+        """Yield one `SynthesisResult` per piece of text (its audio followed by its silence).
+
+        Memory stays bounded whatever the text length: pieces are phonemized, decoded and vocoded
+        one at a time. Errors in the arguments (options, voice, empty text) raise before the first
+        chunk; a `TextError` is raised at the end when no piece had anything to say.
+        """
+        options = self._options(options, seed, overrides)
+        voice = self._voice(voice)
+        pieces = self._pieces(text, lang, options)
+        used_seed = resolve_seed(options.seed)
+        return self._stream(pieces, lang, voice, options, used_seed)
+
+    def _stream(
+        self, pieces: list[str], lang: str, voice: Voice, options: SynthesisOptions, used_seed: int
+    ) -> Iterator[SynthesisResult]:
+        rng = np.random.default_rng(used_seed)
+        produced = 0
+        for index, piece in enumerate(pieces):
+            started = time.perf_counter()
+            done = self._segment(index, piece, lang, voice, options, rng)
+            if done is None:
+                continue
+            wave, report = done
+            produced += 1
+            timings = dict(report.seconds)
+            timings["total"] = time.perf_counter() - started
+            yield SynthesisResult(
+                samples=wave,
+                sample_rate=self.sample_rate,
+                seed=used_seed,
+                segments=[report],
+                guards=[_guard_message(g, report, None) for g in report.guards],
+                timings=timings,
+            )
+        if not produced:
+            raise TextError("the text has nothing to say after normalization; give some words")
+
+    def synthesize(
+        self,
+        text: str,
+        voice: Voice | str | os.PathLike,
+        lang: str = "auto",
+        seed: int | None = None,
+        options: SynthesisOptions | None = None,
+        **overrides: Any,
+    ) -> SynthesisResult:
+        """Speak `text` with `voice`; returns the whole audio with per-piece reports.
+
+        `lang`: "auto", "zh", "en", "ja", "ko", "yue", "all_zh", ... (upstream's codes). `seed`:
+        None/-1 draws one (reported as `result.seed`). `overrides`: any `SynthesisOptions` field,
+        e.g. `top_k=1, noise_scale=0`. Raises `TextError` for empty/punctuation-only text or an
+        unknown language, `VoiceError` for a voice of another bundle, `OptionsError` for bad options.
+        """
+        started = time.perf_counter()
+        chunks = []
+        segments: list[SegmentReport] = []
+        guards: list[str] = []
+        timings = {"text": 0.0, "gpt": 0.0, "vocoder": 0.0}
+        used_seed = 0
+        for chunk in self.stream(text, voice, lang, seed, options, **overrides):
+            chunks.append(chunk.samples)
+            segments.extend(chunk.segments)
+            guards.extend(chunk.guards)
+            used_seed = chunk.seed
+            for stage in timings:
+                timings[stage] += chunk.timings.get(stage, 0.0)
+        timings["total"] = time.perf_counter() - started
+        return SynthesisResult(
+            samples=np.concatenate(chunks),
+            sample_rate=self.sample_rate,
+            seed=used_seed,
+            segments=segments,
+            guards=guards,
+            timings=timings,
+        )
+
+
+def _guard_message(guard: str, report: SegmentReport, max_tokens: int | None) -> str:
+    where = f"segment {report.index} ({report.n_phones} phones)"
+    if guard == "token_limit":
+        bound = f" ({max_tokens})" if max_tokens else ""
+        return f"{where}: token_limit: decoding stopped at the token bound{bound} without EOS; audio cut"
+    if guard == "short_decode":
+        return (
+            f"{where}: short_decode: only {report.n_tokens} tokens after {report.attempts} attempt(s); "
+            "the audio is likely cut short"
+        )
+    if guard == "bad_zero_prediction":
+        return f"{where}: bad_zero_prediction: the GPT produced no token; one silent token used"
+    return f"{where}: {guard}"
+

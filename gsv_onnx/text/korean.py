@@ -1,0 +1,226 @@
+"""Korean frontend: g2pk2 pronunciation rules -> compatibility jamo, as upstream V2 (spec §6.2, Korean).
+
+Needs the `[ko]` extra: g2pk2, python-mecab-ko (with its dictionary package) and jamo. g2pk2 is
+loaded offline: it asks nltk for the CMU dictionary at import (which would download it) and
+runs `pip install` when MeCab is missing. We hand it an empty stand-in instead (the dictionary is
+never consulted: Latin letters are spelled in Hangul before g2pk2 sees the text) and check for MeCab
+ourselves, so nothing is downloaded or installed at run time.
+
+Phones: Latin letters -> Hangul letter names; g2pk2; decomposition into compatibility jamo with
+compound vowels split; upstream's fix for g2pk2's "ㅇㅡㄹ ㄹ"/"ㄹㅡㄹ ㄹ" error; "." appended when
+the text ends with a jamo; then per character: CJK punctuation -> ASCII, space -> 空, anything
+else outside the V2 table -> 停.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import re
+import threading
+
+from ..errors import MissingDependencyError, TextError
+from .symbols import symbol_to_id
+from .types import G2PResult
+
+__all__ = ["g2p", "text_normalize", "latin_to_hangul", "divide_hangul", "fix_g2pk2_error"]
+
+_INSTALL_HINT = "install the Korean language pack: pip install 'gsv-onnx[ko]'"
+
+# Hangul names of the Latin letters (upstream's table); case-insensitive.
+_LATIN_NAMES = {
+    "a": "에이", "b": "비", "c": "시", "d": "디", "e": "이", "f": "에프", "g": "지", "h": "에이치",
+    "i": "아이", "j": "제이", "k": "케이", "l": "엘", "m": "엠", "n": "엔", "o": "오", "p": "피",
+    "q": "큐", "r": "아르", "s": "에스", "t": "티", "u": "유", "v": "브이", "w": "더블유", "x": "엑스",
+    "y": "와이", "z": "제트",
+}  # fmt: skip
+# Applied letter by letter in alphabetical order, as upstream (a replacement never contains Latin).
+_LATIN_RES = [(re.compile(letter, re.IGNORECASE), name) for letter, name in _LATIN_NAMES.items()]
+
+# Compound vowels split into two simple ones (the V2 table has only the simple jamo).
+_VOWEL_SPLITS = {
+    "ㅘ": "ㅗㅏ", "ㅙ": "ㅗㅐ", "ㅚ": "ㅗㅣ", "ㅝ": "ㅜㅓ", "ㅞ": "ㅜㅔ", "ㅟ": "ㅜㅣ", "ㅢ": "ㅡㅣ",
+    "ㅑ": "ㅣㅏ", "ㅒ": "ㅣㅐ", "ㅕ": "ㅣㅓ", "ㅖ": "ㅣㅔ", "ㅛ": "ㅣㅗ", "ㅠ": "ㅣㅜ",
+}  # fmt: skip
+
+_MARK_MAP = {
+    "：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ",",
+    "...": "…", " ": "空",
+}  # fmt: skip
+_FINAL_JAMO_RE = re.compile(r"([\u3131-\u3163])$")
+
+_g2p_instance = None
+_jamo = None
+_load_lock = threading.Lock()
+_run_lock = threading.Lock()
+
+
+class _EnglishLexiconShim:
+    """Stands in for `nltk.corpus.cmudict` (g2pk2 only calls `.dict()`).
+
+    g2pk2 consults it for ASCII words only, and every ASCII letter has already been spelled in
+    Hangul by `latin_to_hangul` when g2pk2 runs, so an empty lexicon gives the same output as
+    the full CMU dictionary without loading it.
+    """
+
+    @staticmethod
+    def dict() -> dict[str, list[list[str]]]:
+        return {}
+
+
+@contextlib.contextmanager
+def _offline_nltk():
+    """Make `import g2pk2` find a CMU dictionary without nltk's downloader.
+
+    g2pk2 runs `nltk.data.find('corpora/cmudict.zip')` at import and calls `nltk.download` when
+    it fails; both are replaced for the duration of the import, and `nltk.corpus.cmudict` is
+    pointed at an empty stand-in. Everything is restored afterwards.
+    """
+    import nltk
+    import nltk.corpus
+    import nltk.data
+
+    def _no_download(*args, **kwargs):
+        raise MissingDependencyError("g2pk2 tried to download nltk data; " + _INSTALL_HINT)
+
+    real_find, real_download = nltk.data.find, nltk.download
+    real_cmudict = nltk.corpus.__dict__.get("cmudict")
+
+    def _find(resource, *args, **kwargs):
+        if "cmudict" in str(resource):
+            return "gsv-onnx:cmudict"
+        return real_find(resource, *args, **kwargs)
+
+    nltk.data.find, nltk.download = _find, _no_download
+    nltk.corpus.cmudict = _EnglishLexiconShim
+    try:
+        yield
+    finally:
+        nltk.data.find, nltk.download = real_find, real_download
+        if real_cmudict is not None:
+            nltk.corpus.cmudict = real_cmudict
+
+
+def _load():
+    """g2pk2's G2p and jamo, loaded offline, or MissingDependencyError naming the extra."""
+    global _g2p_instance, _jamo
+    with _load_lock:
+        if _g2p_instance is not None:
+            return _g2p_instance, _jamo
+        for module, package in (
+            ("g2pk2", "g2pk2"),
+            ("jamo", "jamo"),
+            ("mecab", "python-mecab-ko"),
+            ("nltk", "nltk"),
+        ):
+            if importlib.util.find_spec(module) is None:
+                raise MissingDependencyError(f"Korean needs the `{package}` package; {_INSTALL_HINT}")
+        import jamo
+
+        with _offline_nltk():
+            import g2pk2.g2pk2 as g2pk2_module
+
+        g2pk2_module.cmudict = _EnglishLexiconShim
+
+        class _OfflineG2p(g2pk2_module.G2p):
+            def check_mecab(self):  # upstream's would pip-install python-mecab-ko when missing
+                if importlib.util.find_spec("mecab") is None:
+                    raise MissingDependencyError("Korean needs python-mecab-ko; " + _INSTALL_HINT)
+
+            def get_mecab(self):
+                try:
+                    import mecab
+
+                    return mecab.MeCab()
+                except Exception as exc:  # noqa: BLE001 - dictionary missing or broken
+                    raise MissingDependencyError(
+                        f"python-mecab-ko could not load its dictionary ({exc}); {_INSTALL_HINT}"
+                    ) from exc
+
+        _g2p_instance = _OfflineG2p()
+        _jamo = jamo
+        return _g2p_instance, _jamo
+
+
+def is_available() -> bool:
+    """True when the Korean language pack is installed."""
+    try:
+        _load()
+    except MissingDependencyError:
+        return False
+    return True
+
+
+def text_normalize(text: str) -> str:
+    """Upstream has no Korean normalization step: the text is used as is."""
+    return text
+
+
+def latin_to_hangul(text: str) -> str:
+    """Spell every Latin letter by its Korean name (a -> 에이, ...)."""
+    for regex, name in _LATIN_RES:
+        text = regex.sub(name, text)
+    return text
+
+
+def divide_hangul(text: str) -> str:
+    """Hangul syllables -> compatibility jamo, compound vowels split in two."""
+    _, jamo = _load()
+    try:
+        text = jamo.j2hcj(jamo.h2j(text))
+    except Exception:  # noqa: BLE001 - jamo rejects a few archaic/nameless jamo; convert per character
+        text = "".join(_jamo_char(jamo, ch) for ch in text)
+    for compound, simple in _VOWEL_SPLITS.items():
+        text = text.replace(compound, simple)
+    return text
+
+
+def _jamo_char(jamo, ch: str) -> str:
+    try:
+        return jamo.j2hcj(jamo.h2j(ch))
+    except Exception:  # noqa: BLE001 - left as is; it becomes 停 like any other non-table character
+        return ch
+
+
+# MeCab's C++ binding cannot take lone surrogates, and NUL would cut its input short.
+_UNSAFE_FOR_MECAB_RE = re.compile("[\ud800-\udfff\x00]")
+
+
+def fix_g2pk2_error(text: str) -> str:
+    """Upstream's fix: "ㅇㅡㄹ ㄹ" / "ㄹㅡㄹ ㄹ" -> "… ㄴ" (g2pk2 wrongly liaises ㄹ across a space)."""
+    out = []
+    i = 0
+    while i < len(text) - 4:
+        if text[i : i + 3] in ("ㅇㅡㄹ", "ㄹㅡㄹ") and text[i + 3] == " " and text[i + 4] == "ㄹ":
+            out.append(text[i : i + 3] + " ㄴ")
+            i += 5
+        else:
+            out.append(text[i])
+            i += 1
+    out.append(text[i:])
+    return "".join(out)
+
+
+def _to_symbol(ch: str) -> str:
+    ch = _MARK_MAP.get(ch, ch)
+    return ch if ch in symbol_to_id else "停"
+
+
+def g2p_normalized(text: str) -> list[str]:
+    """V2 phones (jamo, punctuation, 空 for spaces, 停 for anything else) of Korean text."""
+    g2p_model, _ = _load()
+    text = latin_to_hangul(_UNSAFE_FOR_MECAB_RE.sub("\ufffd", text))
+    with _run_lock:
+        text = g2p_model(text)
+    text = divide_hangul(text)
+    text = fix_g2pk2_error(text)
+    text = _FINAL_JAMO_RE.sub(r"\1.", text)
+    return [_to_symbol(ch) for ch in text]
+
+
+def g2p(text: str) -> G2PResult:
+    """Raw Korean text -> text and V2 phones (upstream `clean_text` for "ko")."""
+    if not isinstance(text, str):
+        raise TextError(f"Korean text must be a str, got {type(text).__name__}")
+    norm_text = text_normalize(text)
+    return G2PResult(norm_text=norm_text, phones=g2p_normalized(norm_text), word2ph=None)

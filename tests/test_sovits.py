@@ -1,0 +1,273 @@
+"""SoVITS V2: strict loading of upstream's file, ONNX graphs (c) and (c') against our PyTorch modules."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from gsv_onnx.convert.checkpoints import load_sovits_checkpoint  # noqa: E402
+from gsv_onnx.convert.export_sovits import (  # noqa: E402
+    SovitsGraphMismatchError,
+    export_sovits,
+    speed_frames,
+    verify_sovits,
+)
+from gsv_onnx.convert.sovits import (  # noqa: E402
+    build_sovits,
+    create_sovits,
+    fold_weight_norm,
+    frames_for,
+    random_init_,
+    spectrogram_torch,
+)
+from gsv_onnx.errors import CheckpointError  # noqa: E402
+
+SOVITS_FIXTURE = "sovits/s2Gv2-random-tiny_e8_s1000.pth"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(upstream_tiny):
+    return load_sovits_checkpoint(upstream_tiny / SOVITS_FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    return build_sovits(checkpoint.config, checkpoint.state_dict, "fixture SoVITS")
+
+
+@pytest.fixture(scope="module")
+def graphs(model, tmp_path_factory):
+    return export_sovits(model, tmp_path_factory.mktemp("sovits_onnx"))
+
+
+def _session(path):
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _decoder_inputs(model, num_tokens, num_phones, speed, seed):
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 1024, (1, num_tokens), generator=gen)
+    phones = torch.randint(0, 732, (1, num_phones), generator=gen)
+    with torch.no_grad():
+        ge = model.compute_ge(torch.rand(1, 704, 61, generator=gen) * 2)
+    noise = 0.5 * torch.randn(1, model.cfg.inter_channels, frames_for(num_tokens, speed), generator=gen)
+    return codes, phones, ge, noise
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def test_fixture_loads_strictly_with_upstream_keys(checkpoint, model):
+    assert set(model.state_dict()) == set(checkpoint.state_dict)
+    # fp16 file -> fp32 module, values preserved
+    key = "dec.ups.0.weight_v"
+    assert model.state_dict()[key].dtype == torch.float32
+    assert torch.equal(model.state_dict()[key], checkpoint.state_dict[key].float())
+
+
+def test_enc_q_keys_are_ignored(checkpoint):
+    state = dict(checkpoint.state_dict)
+    state["enc_q.pre.weight"] = torch.zeros(3, 3, 1)
+    build_sovits(checkpoint.config, state, "pretrained-like file")
+
+
+@pytest.mark.parametrize(
+    "mutate, named",
+    [
+        (lambda s: s.pop("flow.flows.2.enc.cond_layer.weight_g"), "flow.flows.2.enc.cond_layer.weight_g"),
+        (lambda s: s.__setitem__("enc_p.proj.weight", torch.zeros(64, 192, 3)), "enc_p.proj.weight"),
+        (lambda s: s.__setitem__("dec.extra.weight", torch.zeros(2)), "dec.extra.weight"),
+        (lambda s: s.pop("quantizer.vq.layers.0._codebook.embed_avg"), "embed_avg"),
+    ],
+    ids=["missing", "misshaped", "unexpected", "missing-buffer"],
+)
+def test_bad_state_dict_names_the_key(checkpoint, mutate, named):
+    state = dict(checkpoint.state_dict)
+    mutate(state)
+    with pytest.raises(CheckpointError, match=named.replace(".", r"\.")):
+        build_sovits(checkpoint.config, state, "broken file")
+
+
+def test_non_v2_config_is_refused(checkpoint):
+    config = copy.deepcopy(checkpoint.config)
+    config["model"]["gin_channels"] = 1024
+    with pytest.raises(CheckpointError, match="gin_channels 1024"):
+        build_sovits(config, checkpoint.state_dict, "v2Pro-like file")
+
+
+def test_random_init_has_upstream_key_set(checkpoint):
+    fresh = random_init_(create_sovits(checkpoint.config), seed=3)
+    state = fresh.state_dict()
+    assert list(state) == list(checkpoint.state_dict)
+    for key, value in checkpoint.state_dict.items():
+        assert tuple(state[key].shape) == tuple(value.shape), key
+    # weight norm as weight_norm() initialises it: g = ||v|| per output row
+    v = state["dec.resblocks.4.convs1.1.weight_v"]
+    assert torch.allclose(state["dec.resblocks.4.convs1.1.weight_g"], v.norm(dim=(1, 2), keepdim=True))
+    codebook = "quantizer.vq.layers.0._codebook."
+    assert torch.equal(state[codebook + "embed_avg"], state[codebook + "embed"])
+    assert state[codebook + "inited"].item() == 1
+    # deterministic for a seed, and it loads strictly into a fresh model
+    again = random_init_(create_sovits(checkpoint.config), seed=3).state_dict()
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    build_sovits(checkpoint.config, {k: v.half() for k, v in state.items()}, "random tiny")
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch behaviour
+
+
+@pytest.mark.parametrize("speed, samples", [(1.0, 64_000), (1.25, 51_840), (0.8, 80_640)])
+def test_decode_lengths_follow_upstream(model, speed, samples):
+    codes, phones, ge, noise = _decoder_inputs(model, 50, 30, speed, seed=1)
+    with torch.no_grad():
+        audio = model.decode(codes, phones, ge, speed, noise)
+    assert tuple(audio.shape) == (1, 1, samples)
+    assert float(audio.abs().max()) <= 1.0
+
+
+def test_fold_weight_norm_keeps_outputs(model):
+    codes, phones, ge, noise = _decoder_inputs(model, 9, 7, 1.0, seed=2)
+    folded = fold_weight_norm(model)
+    assert not any(k.endswith(("weight_g", "weight_v")) for k in folded.state_dict())
+    with torch.no_grad():
+        a = model.decode(codes, phones, ge, 1.0, noise)
+        b = folded.decode(codes, phones, ge, 1.0, noise)
+    assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_extract_latent_is_nearest_codebook_entry(model):
+    ssl = torch.randn(1, 768, 149, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        codes = model.extract_latent(ssl)
+        projected = model.ssl_proj(ssl)[0].T
+        expected = torch.cdist(projected.double(), model.quantizer.embed.double()).argmin(dim=1)
+    assert tuple(codes.shape) == (1, 1, 74) and codes.dtype == torch.int64
+    assert torch.equal(codes[0, 0], expected)
+
+
+def test_spectrogram_torch_matches_runtime_numpy():
+    from gsv_onnx.audio import spectrogram
+
+    wav = np.random.default_rng(5).uniform(-0.8, 0.8, 32_000 + 123).astype(np.float32)
+    reference = spectrogram_torch(torch.from_numpy(wav)[None])
+    assert tuple(reference.shape) == (1, 1025, len(wav) // 640)
+    np.testing.assert_allclose(spectrogram(wav), reference[0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX graphs
+
+
+def test_graph_signatures_follow_the_contract(graphs):
+    decoder = _session(graphs["sovits_decoder"])
+    assert [(i.name, i.type, i.shape) for i in decoder.get_inputs()] == [
+        ("semantic_codes", "tensor(int64)", [1, "T_sem"]),
+        ("phone_ids", "tensor(int64)", [1, "T_phone"]),
+        ("ge", "tensor(float)", [1, 512, 1]),
+        ("speed", "tensor(float)", [1]),
+        ("noise", "tensor(float)", [1, 32, "F"]),
+    ]
+    assert [(o.name, o.shape) for o in decoder.get_outputs()] == [("audio", [1, 1, "N_audio"])]
+    ref_enc = _session(graphs["ref_enc"])
+    assert [(i.name, i.shape) for i in ref_enc.get_inputs()] == [("ref_spec", [1, 704, "T_ref"])]
+    assert [(o.name, o.shape) for o in ref_enc.get_outputs()] == [("ge", [1, 512, 1])]
+
+
+@pytest.mark.parametrize("speed, samples", [(1.0, 64_000), (1.25, 51_840), (0.8, 80_640)])
+def test_decoder_graph_matches_torch(model, graphs, speed, samples):
+    codes, phones, ge, noise = _decoder_inputs(model, 50, 41, speed, seed=10)
+    with torch.no_grad():
+        expected = model.decode(codes, phones, ge, speed, noise).numpy()
+    (audio,) = _session(graphs["sovits_decoder"]).run(
+        None,
+        {
+            "semantic_codes": codes.numpy(),
+            "phone_ids": phones.numpy(),
+            "ge": ge.numpy(),
+            "speed": np.array([speed], dtype=np.float32),
+            "noise": noise.numpy(),
+        },
+    )
+    assert audio.shape == (1, 1, samples)
+    np.testing.assert_allclose(audio, expected, atol=1e-5)
+    assert np.abs(expected).max() > 1e-3  # the comparison is not between two silences
+
+
+@pytest.mark.parametrize("t_ref", [1, 5, 150])
+def test_ref_enc_graph_matches_torch(model, graphs, t_ref):
+    spec = torch.rand(1, 704, t_ref, generator=torch.Generator().manual_seed(t_ref)) * 3
+    with torch.no_grad():
+        expected = model.compute_ge(spec).numpy()
+    (ge,) = _session(graphs["ref_enc"]).run(None, {"ref_spec": spec.numpy()})
+    assert ge.shape == (1, 512, 1)
+    np.testing.assert_allclose(ge, expected, atol=1e-5)
+
+
+def test_decoder_graph_short_inputs(model, graphs):
+    """Lengths below the relative-attention window (4) exercise the clamped index paths."""
+    codes, phones, ge, noise = _decoder_inputs(model, 1, 2, 1.0, seed=11)
+    with torch.no_grad():
+        expected = model.decode(codes, phones, ge, 1.0, noise).numpy()
+    (audio,) = _session(graphs["sovits_decoder"]).run(
+        None,
+        {
+            "semantic_codes": codes.numpy(),
+            "phone_ids": phones.numpy(),
+            "ge": ge.numpy(),
+            "speed": np.array([1.0], dtype=np.float32),
+            "noise": noise.numpy(),
+        },
+    )
+    np.testing.assert_allclose(audio, expected, atol=1e-5)
+
+
+def test_in_graph_frame_count_matches_python_rule(tmp_path):
+    """The float32 `speed` input must give upstream's float64 frame count (0.8 is not exact in fp32)."""
+
+    class Frames(torch.nn.Module):
+        def forward(self, y, speed):
+            return speed_frames(y, speed)
+
+    path = tmp_path / "frames.onnx"
+    torch.onnx.export(
+        Frames(),
+        (torch.zeros(1, 2, 10), torch.tensor([1.25])),
+        str(path),
+        input_names=["y", "speed"],
+        output_names=["frames"],
+        dynamic_axes={"y": {2: "T"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    session = _session(path)
+    for length in (2, 10, 50, 100, 101, 300, 1999):
+        for speed in (1.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.1, 1.2, 1.25, 1.3, 1.5, 2.0):
+            (frames,) = session.run(
+                None, {"y": np.zeros((1, 2, length), np.float32), "speed": np.array([speed], np.float32)}
+            )
+            expected = length if speed == 1 else int(length / speed) + 1
+            assert int(frames[0]) == expected, (length, speed)
+
+
+def test_verify_passes_and_catches_a_mutated_weight(model, graphs):
+    errors = verify_sovits(model, graphs)
+    assert errors["sovits_decoder"] < 1e-5 and errors["ref_enc"] < 1e-5
+    mutated = copy.deepcopy(model)
+    with torch.no_grad():
+        mutated.flow.flows[4].enc.in_layers[1].weight_v[3, 7, 2] += 0.5
+    with pytest.raises(SovitsGraphMismatchError, match="sovits_decoder"):
+        verify_sovits(mutated, graphs)
+    mutated = copy.deepcopy(model)
+    with torch.no_grad():
+        mutated.ref_enc.slf_attn.w_vs.weight[5, 9] += 0.5
+    with pytest.raises(SovitsGraphMismatchError, match="ref_enc"):
+        verify_sovits(mutated, graphs, speeds=(1.0,))
