@@ -359,8 +359,11 @@ class Bundle:
             if name not in manifest["graphs"]:
                 raise BundleError(f"{manifest_path}: graph {name!r} is not listed; convert again")
         _check_contracts(manifest, manifest_path)
+        checked: set[str] = set()  # the GPT graphs share one external data file
         for entry in self._file_entries():
-            self._check_file(entry, verify)
+            if str(entry.get("file")) not in checked:
+                self._check_file(entry, verify)
+                checked.add(str(entry.get("file")))
 
     def _file_entries(self) -> list[dict[str, Any]]:
         entries = []
