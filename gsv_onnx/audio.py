@@ -325,7 +325,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_umask())
+        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp made it 0600; give the usual permissions
         os.replace(tmp_name, target)
     except OSError as exc:
         if tmp_name is not None:
@@ -336,10 +336,15 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return target
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    # Read once at import: os.umask can only be queried by setting it, which would race with other
+    # threads creating files (the server encodes audio in worker threads).
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()
 
 
 @dataclass

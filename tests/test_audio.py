@@ -220,6 +220,9 @@ def test_audio_dataclass_and_save_by_suffix(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["out.wav", "out.flac", "out.ogg", "out.mp3", "out.pcm", "no_suffix"]
     )
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "out.wav").stat().st_mode & 0o777 == 0o666 & ~umask
     loaded = Audio.load(tmp_path / "out.wav")
     np.testing.assert_array_equal(audio.to_int16(loaded.samples), audio.to_int16(clip.samples))
 

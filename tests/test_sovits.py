@@ -30,6 +30,15 @@ from gsv_onnx.errors import CheckpointError  # noqa: E402
 SOVITS_FIXTURE = "sovits/s2Gv2-random-tiny_e8_s1000.pth"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, OpenMP barriers make 2 threads ~20x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def checkpoint(upstream_tiny):
     return load_sovits_checkpoint(upstream_tiny / SOVITS_FIXTURE)
@@ -48,6 +57,7 @@ def graphs(model, tmp_path_factory):
 def _session(path):
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -116,7 +126,10 @@ def test_random_init_has_upstream_key_set(checkpoint):
     assert torch.equal(state[codebook + "embed_avg"], state[codebook + "embed"])
     assert state[codebook + "inited"].item() == 1
     # deterministic for a seed, and it loads strictly into a fresh model
-    again = random_init_(create_sovits(checkpoint.config), seed=3).state_dict()
+    state = {k: v.clone() for k, v in state.items()}
+    other = random_init_(fresh, seed=4).state_dict()
+    assert not torch.equal(state["enc_p.proj.weight"], other["enc_p.proj.weight"])
+    again = random_init_(fresh, seed=3).state_dict()
     assert all(torch.equal(state[k], again[k]) for k in state)
     build_sovits(checkpoint.config, {k: v.half() for k, v in state.items()}, "random tiny")
 
@@ -125,17 +138,8 @@ def test_random_init_has_upstream_key_set(checkpoint):
 # PyTorch behaviour
 
 
-@pytest.mark.parametrize("speed, samples", [(1.0, 64_000), (1.25, 51_840), (0.8, 80_640)])
-def test_decode_lengths_follow_upstream(model, speed, samples):
-    codes, phones, ge, noise = _decoder_inputs(model, 50, 30, speed, seed=1)
-    with torch.no_grad():
-        audio = model.decode(codes, phones, ge, speed, noise)
-    assert tuple(audio.shape) == (1, 1, samples)
-    assert float(audio.abs().max()) <= 1.0
-
-
 def test_fold_weight_norm_keeps_outputs(model):
-    codes, phones, ge, noise = _decoder_inputs(model, 9, 7, 1.0, seed=2)
+    codes, phones, ge, noise = _decoder_inputs(model, 5, 7, 1.0, seed=2)
     folded = fold_weight_norm(model)
     assert not any(k.endswith(("weight_g", "weight_v")) for k in folded.state_dict())
     with torch.no_grad():
@@ -184,9 +188,11 @@ def test_graph_signatures_follow_the_contract(graphs):
 
 @pytest.mark.parametrize("speed, samples", [(1.0, 64_000), (1.25, 51_840), (0.8, 80_640)])
 def test_decoder_graph_matches_torch(model, graphs, speed, samples):
+    """50 tokens give upstream's lengths (spec §3.3) in PyTorch and ONNX Runtime, with equal samples."""
     codes, phones, ge, noise = _decoder_inputs(model, 50, 41, speed, seed=10)
     with torch.no_grad():
         expected = model.decode(codes, phones, ge, speed, noise).numpy()
+    assert expected.shape == (1, 1, samples)
     (audio,) = _session(graphs["sovits_decoder"]).run(
         None,
         {
@@ -259,15 +265,17 @@ def test_in_graph_frame_count_matches_python_rule(tmp_path):
 
 
 def test_verify_passes_and_catches_a_mutated_weight(model, graphs):
-    errors = verify_sovits(model, graphs)
+    errors = verify_sovits(model, graphs, speeds=(1.0, 0.8), num_tokens=12)
     assert errors["sovits_decoder"] < 1e-5 and errors["ref_enc"] < 1e-5
+    assert errors["sovits_decoder_snr_db"] > 100
+    quick = {"speeds": (1.0,), "num_tokens": 6, "num_phones": 5}
     mutated = copy.deepcopy(model)
     with torch.no_grad():
-        mutated.flow.flows[4].enc.in_layers[1].weight_v[3, 7, 2] += 0.5
+        mutated.dec.conv_post.weight[0, 1, 3] += 0.1
     with pytest.raises(SovitsGraphMismatchError, match="sovits_decoder"):
-        verify_sovits(mutated, graphs)
+        verify_sovits(mutated, graphs, **quick)
     mutated = copy.deepcopy(model)
     with torch.no_grad():
         mutated.ref_enc.slf_attn.w_vs.weight[5, 9] += 0.5
     with pytest.raises(SovitsGraphMismatchError, match="ref_enc"):
-        verify_sovits(mutated, graphs, speeds=(1.0,))
+        verify_sovits(mutated, graphs, **quick)

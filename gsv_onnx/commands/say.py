@@ -30,7 +30,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="bundle directory written by gsv convert (default: $GSV_BUNDLE)",
     )
-    parser.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads per session (default: CPUs, at most 4)")
+    parser.add_argument(
+        "--threads", type=int, metavar="N", help="ONNX Runtime threads per session (default: CPUs, at most 4)"
+    )
     parser.add_argument(
         "--provider",
         action="append",
@@ -43,8 +45,12 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 def add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
     """Sampling and output-shaping options; defaults are upstream's (see SynthesisOptions)."""
     group = parser.add_argument_group("synthesis options (defaults as upstream)")
-    group.add_argument("--lang", default="auto", help="text language: auto, zh, en, ja, ko, yue, all_zh, ... (default auto)")
-    group.add_argument("--seed", type=int, help="random seed for a reproducible result (default: random, printed)")
+    group.add_argument(
+        "--lang", default="auto", help="text language: auto, zh, en, ja, ko, yue, all_zh, ... (default auto)"
+    )
+    group.add_argument(
+        "--seed", type=int, help="random seed for a reproducible result (default: random, printed)"
+    )
     group.add_argument("--top-k", type=int, help="top-k sampling (default 15; 1 = greedy)")
     group.add_argument("--top-p", type=float, help="top-p sampling (default 1 = off)")
     group.add_argument("--temperature", type=float, help="sampling temperature (default 1)")
@@ -60,6 +66,14 @@ def add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("cut0", "cut1", "cut2", "cut3", "cut4", "cut5"),
         help="text splitting method (default cut1: four sentences per piece)",
     )
+    group.add_argument(
+        "--max-tokens-per-phone",
+        type=float,
+        help="guard: at most max(--min-max-tokens, this x phones) tokens per piece (default 8)",
+    )
+    group.add_argument(
+        "--min-max-tokens", type=int, help="guard: the token bound is never below this (default 75)"
+    )
 
 
 _SYNTHESIS_FIELDS = (
@@ -72,6 +86,8 @@ _SYNTHESIS_FIELDS = (
     "fragment_interval",
     "text_split_method",
     "seed",
+    "max_tokens_per_phone",
+    "min_max_tokens",
 )
 
 
@@ -79,7 +95,9 @@ def synthesis_options(args: argparse.Namespace) -> Any:
     """`SynthesisOptions` from the parsed arguments (unset ones keep upstream's defaults)."""
     from gsv_onnx.runtime.options import SynthesisOptions
 
-    changes = {name: getattr(args, name) for name in _SYNTHESIS_FIELDS if getattr(args, name, None) is not None}
+    changes = {
+        name: getattr(args, name) for name in _SYNTHESIS_FIELDS if getattr(args, name, None) is not None
+    }
     return SynthesisOptions(**changes)
 
 
@@ -98,7 +116,9 @@ def runtime_options(args: argparse.Namespace) -> Any:
 def load_tts(args: argparse.Namespace) -> Any:
     """`TTS.load` for --bundle with the runtime options."""
     if not args.bundle:
-        raise OptionsError("no bundle given: pass --bundle DIR (a directory written by gsv convert) or set GSV_BUNDLE")
+        raise OptionsError(
+            "no bundle given: pass --bundle DIR (a directory written by gsv convert) or set GSV_BUNDLE"
+        )
     from gsv_onnx.runtime.tts import TTS
 
     return TTS.load(args.bundle, runtime_options(args), verify=args.verify)
@@ -118,11 +138,29 @@ def register(subparsers) -> None:
     voice = parser.add_argument_group("voice (give --voice, or --ref with its transcript)")
     voice.add_argument("--voice", metavar="FILE", help="voice file written by gsv voice create")
     voice.add_argument("--ref", metavar="AUDIO", help="reference clip (3-10 s; wav, flac, ogg, mp3)")
-    voice.add_argument("--ref-text", default="", help="transcript of the reference clip (empty: reference-free)")
+    voice.add_argument(
+        "--ref-text", default="", help="transcript of the reference clip (empty: reference-free)"
+    )
     voice.add_argument("--ref-lang", default="zh", help="language of the transcript (default zh)")
-    voice.add_argument("--aux-ref", action="append", default=[], metavar="AUDIO", help="extra clip for the timbre (repeatable)")
-    parser.add_argument("-o", "--output", default="out.wav", metavar="FILE", help='output file (default out.wav; "-" writes to stdout)')
-    parser.add_argument("--format", choices=("wav", "flac", "ogg", "mp3", "pcm"), help="output format (default: from the file suffix, else wav)")
+    voice.add_argument(
+        "--aux-ref",
+        action="append",
+        default=[],
+        metavar="AUDIO",
+        help="extra clip for the timbre (repeatable)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        default="out.wav",
+        metavar="FILE",
+        help='output file (default out.wav; "-" writes to stdout)',
+    )
+    parser.add_argument(
+        "--format",
+        choices=("wav", "flac", "ogg", "mp3", "pcm"),
+        help="output format (default: from the file suffix, else wav)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
     add_synthesis_arguments(parser)
     parser.set_defaults(func=run)
@@ -135,7 +173,9 @@ def read_text(text: str) -> str:
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise TextError(f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8") from exc
+            raise TextError(
+                f"standard input is not UTF-8 text (byte {exc.start}); convert it to UTF-8"
+            ) from exc
     return text
 
 
@@ -176,9 +216,13 @@ class AudioFileWriter:
         if not directory.is_dir():
             raise AudioError(f"cannot write audio to {self.path}: directory {directory} does not exist")
         try:
-            handle, self.temp_name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=directory)
+            handle, self.temp_name = tempfile.mkstemp(
+                prefix=f".{self.path.name}.", suffix=".tmp", dir=directory
+            )
         except OSError as exc:
-            raise AudioError(f"cannot write audio to {self.path}: {exc.strerror or exc}; choose a writable path") from exc
+            raise AudioError(
+                f"cannot write audio to {self.path}: {exc.strerror or exc}; choose a writable path"
+            ) from exc
         os.close(handle)
         self._file = None
         self._raw = None
@@ -300,7 +344,9 @@ def _voice(tts: Any, args: argparse.Namespace) -> Any:
         return Voice.load(args.voice)
     if args.ref:
         return tts.prepare_voice(args.ref, text=args.ref_text, lang=args.ref_lang, aux_refs=args.aux_ref)
-    raise OptionsError("no voice given: pass --voice FILE (from gsv voice create) or --ref AUDIO --ref-text TEXT")
+    raise OptionsError(
+        "no voice given: pass --voice FILE (from gsv voice create) or --ref AUDIO --ref-text TEXT"
+    )
 
 
 def stage_line(name: str, seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from gsv_onnx.errors import MissingDependencyError
 
@@ -37,9 +38,16 @@ def register(subparsers) -> None:
         help="directory api_v2's ref_audio_path may read from (repeatable; the voices dir is always allowed)",
     )
     parser.add_argument(
+        "--bundle-dir",
+        action="append",
+        dest="bundle_dirs",
+        help="directory /set_gpt_weights may load bundles from (repeatable; default: the bundle's parent)",
+    )
+    parser.add_argument(
         "--api-key", dest="api_key", help="require 'Authorization: Bearer KEY' (not on /health)"
     )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--log-level", dest="log_level", help="uvicorn log level (default info)")
     parser.set_defaults(func=run)
 
 
@@ -63,9 +71,16 @@ def run(args: argparse.Namespace) -> int:
         max_text_chars=args.max_text_chars,
         max_upload_bytes=args.max_upload_bytes,
         ref_dirs=args.ref_dirs,
+        bundle_dirs=args.bundle_dirs,
         api_key=args.api_key,
         threads=args.threads,
+        log_level=args.log_level,
     )
     app = create_app(config)
+    if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:
+        logging.getLogger("gsv_onnx.server").warning(
+            "listening on %s without an API key: anyone who can reach this address can use the server",
+            config.host,
+        )
     uvicorn.run(app, host=config.host, port=config.port, log_level=config.log_level)
     return 0

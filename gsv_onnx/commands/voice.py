@@ -31,11 +31,21 @@ def register(subparsers) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    create.add_argument("reference", metavar="AUDIO", help="reference clip, 3-10 s (wav, flac, ogg, mp3; any rate)")
+    create.add_argument(
+        "reference", metavar="AUDIO", help="reference clip, 3-10 s (wav, flac, ogg, mp3; any rate)"
+    )
     create.add_argument("--text", default="", help="what the clip says (empty: reference-free voice)")
     create.add_argument("--lang", default="zh", help="language of the transcript (default zh)")
-    create.add_argument("--aux-ref", action="append", default=[], metavar="AUDIO", help="extra clip for the timbre (repeatable)")
-    create.add_argument("-o", "--output", required=True, metavar="FILE", help="voice file to write (e.g. alice.voice)")
+    create.add_argument(
+        "--aux-ref",
+        action="append",
+        default=[],
+        metavar="AUDIO",
+        help="extra clip for the timbre (repeatable)",
+    )
+    create.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="voice file to write (e.g. alice.voice)"
+    )
     add_runtime_arguments(create)
     create.set_defaults(func=run_create)
     info = actions.add_parser("info", help="show what a .voice file holds")

@@ -153,11 +153,153 @@ def _set_output_shapes(graph_model, shapes: dict[str, list]) -> None:
                 dim.dim_value = size
 
 
-def export_gpt(model: Text2SemanticDecoder, out_dir: Path) -> dict[str, Path]:
+#: Decode-graph attention variants. "cache_read" is design.md's graph (b): [1, P, H] cache inputs
+#: that are only read, new rows returned. "gqa" uses ONNX Runtime's GroupQueryAttention on
+#: [1, heads, capacity, head_dim] buffers that are both input (past) and output (present): the
+#: operator writes the new row in place and reads each head's cache contiguously (see
+#: `build_gqa_decode`). Its inputs/outputs differ from design.md (b).
+DECODE_ATTENTIONS = ("cache_read", "gqa")
+
+
+def build_gqa_decode(model: Text2SemanticDecoder):
+    """The decode step as an ONNX graph around com.microsoft GroupQueryAttention (one op per layer).
+
+    Inputs: `token` int64 [1, 1], `position` int64 [1] (as in design.md (b)), `cache_len` int64 [1]
+    (rows already cached, P), and per layer `k_cache_{i}` / `v_cache_{i}` float32
+    [1, heads, C, head_dim], buffers of capacity C > P. Outputs: `logits` [1, vocab] and
+    `k_present_{i}` / `v_present_{i}` [1, heads, C, head_dim]. Bind each present output to the same
+    memory as its cache input: the operator then writes this step's K/V at row P in place and
+    copies nothing. The math equals `Text2SemanticDecoder.decode_step`.
+    """
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dim, heads, layers = model.hidden_dim, model.head, model.n_layer
+    head_dim = dim // heads
+    state = {k: v.detach().to(torch.float32).numpy() for k, v in model.state_dict().items()}
+    initializers = []
+    nodes = []
+
+    def const(name, array):
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def linear(x, prefix, weight_key, bias_key=None):
+        out = f"{prefix}_mm"
+        nodes.append(helper.make_node("MatMul", [x, const(f"{weight_key}.T", state[weight_key].T)], [out]))
+        if bias_key is None:
+            return out
+        nodes.append(helper.make_node("Add", [out, const(bias_key, state[bias_key])], [f"{prefix}_out"]))
+        return f"{prefix}_out"
+
+    def layer_norm(x, prefix, key):
+        out = f"{prefix}_ln"
+        nodes.append(
+            helper.make_node(
+                "LayerNormalization",
+                [
+                    x,
+                    const(f"{key}.weight", state[f"{key}.weight"]),
+                    const(f"{key}.bias", state[f"{key}.bias"]),
+                ],
+                [out],
+                axis=-1,
+                epsilon=1e-5,
+            )
+        )
+        return out
+
+    const("shape_1_1_h", np.array([1, 1, dim], dtype=np.int64))
+    const("shape_1", np.array([1], dtype=np.int64))
+    const("one", np.array([1], dtype=np.int64))
+    const("pe_table", model.pe_table.numpy())
+    const("ar_audio_position.alpha", state["ar_audio_position.alpha"])
+    nodes += [
+        helper.make_node("Reshape", ["token", "shape_1"], ["token_flat"]),
+        helper.make_node(
+            "Gather",
+            [
+                const(
+                    "ar_audio_embedding.word_embeddings.weight",
+                    state["ar_audio_embedding.word_embeddings.weight"],
+                ),
+                "token_flat",
+            ],
+            ["token_emb"],
+        ),
+        helper.make_node("Gather", ["pe_table", "position"], ["pe_row"]),
+        helper.make_node("Mul", ["ar_audio_position.alpha", "pe_row"], ["pe_scaled"]),
+        helper.make_node("Add", ["token_emb", "pe_scaled"], ["x2d"]),
+        helper.make_node("Reshape", ["x2d", "shape_1_1_h"], ["x_in"]),
+        # GQA wants seqlens_k = total - 1 = P (int32, [batch]) and the total length (int32 scalar)
+        helper.make_node("Cast", ["cache_len"], ["seqlens_k"], to=TensorProto.INT32),
+        helper.make_node("Add", ["cache_len", "one"], ["total_1"]),
+        helper.make_node("Squeeze", ["total_1"], ["total_64"]),
+        helper.make_node("Cast", ["total_64"], ["total_len"], to=TensorProto.INT32),
+    ]
+    x = "x_in"
+    cache_dims = [1, heads, "C", head_dim]
+    inputs = [
+        helper.make_tensor_value_info("token", TensorProto.INT64, [1, 1]),
+        helper.make_tensor_value_info("position", TensorProto.INT64, [1]),
+        helper.make_tensor_value_info("cache_len", TensorProto.INT64, [1]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, model.vocab_size])]
+    for i in range(layers):
+        p = f"h.layers.{i}"
+        qkv = linear(x, f"l{i}_qkv", f"{p}.self_attn.in_proj_weight", f"{p}.self_attn.in_proj_bias")
+        nodes.append(
+            helper.make_node(
+                "GroupQueryAttention",
+                [qkv, "", "", f"k_cache_{i}", f"v_cache_{i}", "seqlens_k", "total_len"],
+                [f"l{i}_attn", f"k_present_{i}", f"v_present_{i}"],
+                domain="com.microsoft",
+                num_heads=heads,
+                kv_num_heads=heads,
+                scale=1.0 / float(np.sqrt(head_dim)),
+            )
+        )
+        inputs += [
+            helper.make_tensor_value_info(f"k_cache_{i}", TensorProto.FLOAT, cache_dims),
+            helper.make_tensor_value_info(f"v_cache_{i}", TensorProto.FLOAT, cache_dims),
+        ]
+        outputs += [
+            helper.make_tensor_value_info(f"k_present_{i}", TensorProto.FLOAT, cache_dims),
+            helper.make_tensor_value_info(f"v_present_{i}", TensorProto.FLOAT, cache_dims),
+        ]
+        attn = linear(
+            f"l{i}_attn", f"l{i}_o", f"{p}.self_attn.out_proj.weight", f"{p}.self_attn.out_proj.bias"
+        )
+        nodes.append(helper.make_node("Add", [x, attn], [f"l{i}_res1"]))
+        h = layer_norm(f"l{i}_res1", f"l{i}_n1", f"{p}.norm1")
+        f1 = linear(h, f"l{i}_f1", f"{p}.linear1.weight", f"{p}.linear1.bias")
+        nodes.append(helper.make_node("Relu", [f1], [f"l{i}_relu"]))
+        f2 = linear(f"l{i}_relu", f"l{i}_f2", f"{p}.linear2.weight", f"{p}.linear2.bias")
+        nodes.append(helper.make_node("Add", [h, f2], [f"l{i}_res2"]))
+        x = layer_norm(f"l{i}_res2", f"l{i}_n2", f"{p}.norm2")
+    nodes.append(
+        helper.make_node("Reshape", [x, const("shape_1_h", np.array([1, dim], dtype=np.int64))], ["x_out"])
+    )
+    logits = linear("x_out", "predict", "ar_predict_layer.weight")
+    nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    graph = helper.make_graph(nodes, "gpt_decode_gqa", inputs, outputs, initializers)
+    onnx_model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
+    )
+    onnx_model.ir_version = 8
+    onnx.checker.check_model(onnx_model)
+    return onnx_model
+
+
+def export_gpt(
+    model: Text2SemanticDecoder, out_dir: Path, decode_attention: str = "cache_read"
+) -> dict[str, Path]:
     """Write `gpt_prefill.onnx`, `gpt_decode.onnx` and their shared `gpt.onnx.data` into `out_dir`.
 
     Graph inputs/outputs follow design.md (a) and (b); T_text, T_prompt (may be 0) and P are
-    dynamic. The decode graph carries the sinusoidal table (4000 rows) as a constant indexed by
+    dynamic. `decode_attention="gqa"` writes the GroupQueryAttention decode graph instead (see
+    `build_gqa_decode`; its inputs differ from design.md (b); `GptDecoder` runs either). The decode graph carries the sinusoidal table (4000 rows) as a constant indexed by
     `position`, so position must stay below 4000 (the model's metadata `max_positions` says so).
     Returns {"gpt_prefill": path, "gpt_decode": path, "gpt_data": path}.
     """
@@ -193,14 +335,22 @@ def export_gpt(model: Text2SemanticDecoder, out_dir: Path) -> dict[str, Path]:
             for i in range(2 * layers)
         )
         names = decode_input_names(layers)
-        _export(
-            _DecodeGraph(model),
-            (torch.tensor([[3]], dtype=torch.int64), torch.tensor([cache_len], dtype=torch.int64)) + caches,
-            tmp_decode,
-            names,
-            ["logits", "k_new", "v_new"],
-            {name: {1: "P"} for name in names[2:]},
-        )
+        if decode_attention not in DECODE_ATTENTIONS:
+            raise ExportError(
+                f"decode_attention must be one of {', '.join(DECODE_ATTENTIONS)}, got {decode_attention!r}"
+            )
+        if decode_attention == "gqa":
+            onnx.save_model(build_gqa_decode(model), str(tmp_decode))
+        else:
+            _export(
+                _DecodeGraph(model),
+                (torch.tensor([[3]], dtype=torch.int64), torch.tensor([cache_len], dtype=torch.int64))
+                + caches,
+                tmp_decode,
+                names,
+                ["logits", "k_new", "v_new"],
+                {name: {1: "P"} for name in names[2:]},
+            )
         for path, final in ((tmp_prefill, prefill_path), (tmp_decode, decode_path)):
             graph = onnx.load(str(path))  # the exporter may have written external data next to it
             meta = {
@@ -209,6 +359,7 @@ def export_gpt(model: Text2SemanticDecoder, out_dir: Path) -> dict[str, Path]:
                 "hidden_dim": str(model.hidden_dim),
                 "vocab_size": str(model.vocab_size),
                 "max_positions": str(PE_TABLE_ROWS),
+                "decode_attention": decode_attention,
             }
             if final == prefill_path:
                 cache_shape = [layers, 1, "T_text + T_prompt", model.hidden_dim]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gsv_onnx.convert import require_torch
-from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic
+from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic, publish_file
 from gsv_onnx.errors import CheckpointError
 
 torch = require_torch()
@@ -85,7 +85,7 @@ def _export(
                 do_constant_folding=True,
                 dynamo=False,
             )
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -85,7 +85,8 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
         # Helpers of the cache-reading decode step; not part of the state dict.
-        self.register_buffer("head_eye", torch.eye(heads), persistent=False)
+        scaled_eye = torch.eye(heads).reshape(heads, 1, heads) / math.sqrt(self.head_dim)
+        self.register_buffer("scaled_eye", scaled_eye, persistent=False)
         self.register_buffer("diag_rows", torch.arange(heads) * (heads + 1), persistent=False)
 
 
@@ -125,27 +126,26 @@ class TransformerLayer(nn.Module):
     def forward_step(self, x, k_cache, v_cache):
         """One new position against the cache, reading the cache without copying it.
 
-        x [1, 1, H]; k_cache, v_cache [1, P, H] (P may be large). The head split of the cache would
-        need a transpose (a full copy), so both products run on the cache as a plain [P, H] matrix:
-        scores = K [P, H] @ Qblk [H, heads] with Qblk block-diagonal (head h's query in rows of
-        head h, zeros elsewhere), and (softmax weights)^T [heads, P] @ V [P, H], of which the
-        diagonal blocks are the per-head results. The new row's score and value are added apart,
-        so the cache is never concatenated. Returns (x, k_new, v_new), the new rows [1, 1, H].
+        x [1, H] (one row, kept 2-D so every projection is a single Gemm in the graph); k_cache,
+        v_cache [1, P, H]. Splitting the cache into heads would need a transpose (a full copy), so
+        both products run on the cache as a plain [P, H] matrix: scores = K [P, H] @ Qblk
+        [H, heads], Qblk block-diagonal (head h's scaled query in the rows of head h, zeros
+        elsewhere); then (softmax weights)^T [heads, P] @ V [P, H], whose diagonal blocks are the
+        per-head results. The new row's score and value enter apart, so the cache is never
+        concatenated. Returns (x, k_new, v_new), the new rows [1, H].
         """
         attn = self.self_attn
         heads, head_dim = attn.heads, attn.head_dim
         dim = heads * head_dim
-        q, k_new, v_new = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-        q_heads = q.reshape(heads, head_dim) * (1.0 / math.sqrt(head_dim))
-        q_block = (q_heads.unsqueeze(2) * attn.head_eye.unsqueeze(1)).reshape(dim, heads)
+        q, k_new, v_new = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).split(dim, dim=1)
+        q_block = (q.reshape(heads, head_dim, 1) * attn.scaled_eye).reshape(dim, heads)
         scores_cache = torch.matmul(k_cache.reshape(-1, dim), q_block)  # [P, heads]
-        score_new = (q_heads * k_new.reshape(heads, head_dim)).sum(dim=1).reshape(1, heads)
+        score_new = torch.matmul(k_new, q_block)  # [1, heads]
         weights = torch.softmax(torch.cat([scores_cache, score_new], dim=0), dim=0)  # [P+1, heads]
-        weights_cache, weight_new = weights[:-1], weights[-1:]
-        mixed = torch.matmul(weights_cache.transpose(0, 1), v_cache.reshape(-1, dim))  # [heads, H]
-        from_cache = mixed.reshape(heads * heads, head_dim).index_select(0, attn.diag_rows)
-        attended = from_cache + weight_new.reshape(heads, 1) * v_new.reshape(heads, head_dim)
-        return self._finish(x, attended.reshape(1, 1, dim)), k_new, v_new
+        mixed = torch.matmul(weights[:-1].transpose(0, 1), v_cache.reshape(-1, dim))  # [heads, H]
+        mixed = mixed + torch.matmul(weights[-1:].transpose(0, 1), v_new)
+        attended = mixed.reshape(heads * heads, head_dim).index_select(0, attn.diag_rows).reshape(1, dim)
+        return self._finish(x, attended), k_new, v_new
 
 
 class TransformerStack(nn.Module):
@@ -261,14 +261,14 @@ class Text2SemanticDecoder(nn.Module):
         Returns (logits [1, vocab], k_new, v_new [L, 1, 1, H]).
         """
         pe_row = self.pe_table.index_select(0, position.reshape(1))
-        x = self.ar_audio_embedding(token) + self.ar_audio_position.alpha * pe_row
+        x = self.ar_audio_embedding(token.reshape(1)) + self.ar_audio_position.alpha * pe_row  # [1, H]
         k_rows, v_rows = [], []
         for index, layer in enumerate(self.h.layers):
             x, k_new, v_new = layer.forward_step(x, k_caches[index], v_caches[index])
             k_rows.append(k_new)
             v_rows.append(v_new)
-        logits = self.ar_predict_layer(x[:, -1])
-        return logits, torch.stack(k_rows), torch.stack(v_rows)
+        shape = (self.n_layer, 1, 1, self.hidden_dim)
+        return self.ar_predict_layer(x), torch.stack(k_rows).reshape(shape), torch.stack(v_rows).reshape(shape)
 
 
 def build_gpt(model_config: Mapping[str, Any], state_dict: Mapping, what: str) -> Text2SemanticDecoder:

@@ -411,12 +411,21 @@ def _random_tensor(key: str, shape: tuple[int, ...], generator) -> object:
     return torch.randn(shape, generator=generator) / fan_in**0.5
 
 
+def publish_file(tmp: str | os.PathLike, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (0666 minus umask; mkstemp made it 0600)
+    and rename it onto ``path``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def _atomic_torch_save(state: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)
-        os.replace(tmp, path)
+        publish_file(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -586,7 +595,7 @@ def copy_file_atomic(src: Path, dst: Path) -> Path:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        publish_file(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

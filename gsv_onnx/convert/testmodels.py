@@ -346,22 +346,31 @@ class TestModels:
     bert: Path
 
 
-def make_test_models(
-    out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, name: str = DEFAULT_NAME
-) -> TestModels:
-    """Write a complete random V2 model set (GPT, SoVITS, HuBERT, RoBERTa) under `out_dir`."""
-    from gsv_onnx.convert.ssl_bert import make_random_bert_dir, make_random_hubert_dir
-
+def test_model_paths(root: str | os.PathLike, size: str = "tiny", name: str = DEFAULT_NAME) -> TestModels:
+    """Where `make_test_models(root, size, name=name)` puts each file."""
     _check_size(size)
-    root = Path(out_dir)
-    root.mkdir(parents=True, exist_ok=True)
-    models = TestModels(
+    root = Path(root)
+    return TestModels(
         root=root,
         gpt=root / "gpt" / f"{name}-{size}-e15.ckpt",
         sovits=root / "sovits" / f"{name}-{size}_e8_s1000.pth",
         hubert=root / "chinese-hubert-base",
         bert=root / "chinese-roberta-wwm-ext-large",
     )
+
+
+test_model_paths.__test__ = False  # not a pytest test
+
+
+def make_test_models(
+    out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0, name: str = DEFAULT_NAME
+) -> TestModels:
+    """Write a complete random V2 model set (GPT, SoVITS, HuBERT, RoBERTa) under `out_dir`."""
+    from gsv_onnx.convert.ssl_bert import make_random_bert_dir, make_random_hubert_dir
+
+    root = Path(out_dir)
+    models = test_model_paths(root, size, name)
+    root.mkdir(parents=True, exist_ok=True)
     write_gpt_checkpoint(models.gpt, size=size, seed=seed)
     write_sovits_checkpoint(models.sovits, size=size, seed=seed + 1)
     make_random_hubert_dir(models.hubert, size=size, seed=seed + 2)

@@ -8,6 +8,11 @@ rows, which are written at row P. So per step ONNX Runtime reads the cache once 
 it; the buffers' pages are touched only as rows are written, so a large capacity costs no memory
 until used.
 
+A decode graph exported with `decode_attention="gqa"` (inputs `cache_len` and per layer
+[1, heads, C, head_dim] buffers, outputs `k_present_{i}`/`v_present_{i}`) is run the same way,
+except that each buffer is bound as both the input and the output of its layer's
+GroupQueryAttention, which writes the new row in place: then nothing is rebound per step.
+
 Sampling is not done here (see the sampler module); `prefill` and `step` return logits.
 """
 
@@ -54,13 +59,21 @@ class GptDecoder:
         self.decode_session = create_session(decode_path, runtime_options)
         self.max_new_tokens = int(max_new_tokens)
         meta = self.decode_session.get_modelmeta().custom_metadata_map
+        input_names = [i.name for i in self.decode_session.get_inputs()]
         cache_inputs = [i for i in self.decode_session.get_inputs() if i.name.startswith("k_cache_")]
         self.n_layer = len(cache_inputs)
-        self.hidden_dim = int(cache_inputs[0].shape[2])
+        if self.n_layer == 0 or int(meta.get("n_layer", self.n_layer)) != self.n_layer:
+            raise DecodeLimitError(f"{decode_path}: cache inputs do not match n_layer; re-run `gsv convert`")
+        #: "gqa": buffers shared by GroupQueryAttention's past input and present output
+        self.in_place = "cache_len" in input_names
+        if self.in_place:
+            cache_shape = cache_inputs[0].shape  # [1, heads, "C", head_dim]
+            self.heads, self.head_dim = int(cache_shape[1]), int(cache_shape[3])
+            self.hidden_dim = self.heads * self.head_dim
+        else:
+            self.hidden_dim = int(cache_inputs[0].shape[2])
         self.vocab_size = int(self.decode_session.get_outputs()[0].shape[1])
         self.max_positions = int(meta.get("max_positions", DEFAULT_MAX_POSITIONS))
-        if int(meta.get("n_layer", self.n_layer)) != self.n_layer or self.n_layer == 0:
-            raise DecodeLimitError(f"{decode_path}: cache inputs do not match n_layer; re-run `gsv convert`")
         # Buffers, allocated at the first prefill and reused while large enough.
         self.k_buffer: np.ndarray | None = None
         self.v_buffer: np.ndarray | None = None
@@ -69,6 +82,7 @@ class GptDecoder:
         self._steps_left = 0
         self._token = np.zeros((1, 1), dtype=np.int64)
         self._position_array = np.zeros((1,), dtype=np.int64)
+        self._cache_len_array = np.zeros((1,), dtype=np.int64)
         self._logits = np.zeros((1, self.vocab_size), dtype=np.float32)
         self._k_new = np.zeros((self.n_layer, 1, 1, self.hidden_dim), dtype=np.float32)
         self._v_new = np.zeros_like(self._k_new)
@@ -120,12 +134,22 @@ class GptDecoder:
         )
         seq = k_cache.shape[2]
         capacity = seq + self.max_new_tokens
-        if self.k_buffer is None or self.k_buffer.shape[1] < capacity:
-            # np.empty: pages become resident only when rows are written
-            self.k_buffer = np.empty((self.n_layer, capacity, self.hidden_dim), dtype=np.float32)
-            self.v_buffer = np.empty_like(self.k_buffer)
-        self.k_buffer[:, :seq] = k_cache[:, 0]
-        self.v_buffer[:, :seq] = v_cache[:, 0]
+        if self.in_place:
+            if self.k_buffer is None or self.k_buffer.shape[2] < capacity:
+                # np.empty: pages become resident only when rows are written
+                shape = (self.n_layer, self.heads, capacity, self.head_dim)
+                self.k_buffer = np.empty(shape, dtype=np.float32)
+                self.v_buffer = np.empty_like(self.k_buffer)
+                self._bind_in_place_buffers()
+            split = (self.n_layer, seq, self.heads, self.head_dim)
+            self.k_buffer[:, :, :seq] = k_cache[:, 0].reshape(split).transpose(0, 2, 1, 3)
+            self.v_buffer[:, :, :seq] = v_cache[:, 0].reshape(split).transpose(0, 2, 1, 3)
+        else:
+            if self.k_buffer is None or self.k_buffer.shape[1] < capacity:
+                self.k_buffer = np.empty((self.n_layer, capacity, self.hidden_dim), dtype=np.float32)
+                self.v_buffer = np.empty_like(self.k_buffer)
+            self.k_buffer[:, :seq] = k_cache[:, 0]
+            self.v_buffer[:, :seq] = v_cache[:, 0]
         self._cache_len = seq
         self._position = prompt_len
         self._steps_left = self.max_new_tokens
@@ -136,13 +160,36 @@ class GptDecoder:
     def _bind_fixed(self) -> None:
         """Bind the inputs and outputs whose memory never changes: token, position, outputs."""
         binding = self._binding
-        for name, array in (("token", self._token), ("position", self._position_array)):
+        small_inputs = [("token", self._token), ("position", self._position_array)]
+        outputs = [("logits", self._logits)]
+        if self.in_place:
+            small_inputs.append(("cache_len", self._cache_len_array))
+        else:
+            outputs += [("k_new", self._k_new), ("v_new", self._v_new)]
+        for name, array in small_inputs:
             binding.bind_input(name, "cpu", 0, np.int64, list(array.shape), array.ctypes.data)
-        for name, array in (("logits", self._logits), ("k_new", self._k_new), ("v_new", self._v_new)):
+        for name, array in outputs:
             binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
 
+    def _bind_in_place_buffers(self) -> None:
+        """GQA graphs: layer i's buffer is both its past input and its present output."""
+        shape = list(self.k_buffer.shape[1:])
+        shape.insert(0, 1)
+        layer_bytes = self.k_buffer.strides[0]
+        binding = self._binding
+        for i in range(self.n_layer):
+            for buffer, direction in ((self.k_buffer, "k"), (self.v_buffer, "v")):
+                address = buffer.ctypes.data + i * layer_bytes
+                binding.bind_input(f"{direction}_cache_{i}", "cpu", 0, np.float32, shape, address)
+                binding.bind_output(f"{direction}_present_{i}", "cpu", 0, np.float32, shape, address)
+
     def bind_cache(self) -> None:
-        """Bind layer i's K/V input to the prefix [1, cache_len, H] of the buffers (no copy)."""
+        """Bind layer i's K/V input to the prefix [1, cache_len, H] of the buffers (no copy).
+
+        GQA graphs bind their buffers once per allocation, so this does nothing for them.
+        """
+        if self.in_place:
+            return
         shape = [1, self._cache_len, self.hidden_dim]
         row_bytes = self.k_buffer.strides[0]
         k_base, v_base = self.k_buffer.ctypes.data, self.v_buffer.ctypes.data
@@ -165,16 +212,27 @@ class GptDecoder:
             )
         self._token[0, 0] = token
         self._position_array[0] = self._position
-        self.bind_cache()
-        self.decode_session.run_with_iobinding(self._binding)
-        row = self._cache_len
-        self.k_buffer[:, row] = self._k_new[:, 0, 0]
-        self.v_buffer[:, row] = self._v_new[:, 0, 0]
+        if self.in_place:
+            self._cache_len_array[0] = self._cache_len
+            self.decode_session.run_with_iobinding(self._binding)  # writes row cache_len in place
+        else:
+            self.bind_cache()
+            self.decode_session.run_with_iobinding(self._binding)
+            row = self._cache_len
+            self.k_buffer[:, row] = self._k_new[:, 0, 0]
+            self.v_buffer[:, row] = self._v_new[:, 0, 0]
         self._cache_len += 1
         self._position += 1
         self._steps_left -= 1
         return self._logits[0].copy()
 
     def cache_view(self) -> tuple[np.ndarray, np.ndarray]:
-        """The filled part of the cache, [L, cache_len, H] views of the buffers (no copy)."""
-        return self.k_buffer[:, : self._cache_len], self.v_buffer[:, : self._cache_len]
+        """The filled part of the cache as [L, cache_len, H]: views of the buffers (no copy), or
+        for GQA graphs (head-major buffers) merged copies, for inspection and tests."""
+        if not self.in_place:
+            return self.k_buffer[:, : self._cache_len], self.v_buffer[:, : self._cache_len]
+        merged = (self.n_layer, self._cache_len, self.hidden_dim)
+        return tuple(
+            buffer[:, :, : self._cache_len].transpose(0, 2, 1, 3).reshape(merged)
+            for buffer in (self.k_buffer, self.v_buffer)
+        )

@@ -3,7 +3,9 @@ voice management, `/health` and `/metrics`.
 
 State is per request: a request names its voice (a stored voice or a reference path), nothing is
 global but the loaded bundle. Failures are HTTP errors with a JSON body
-`{"message": ..., "error": {"message", "type", "code"}, "request_id": ...}`; never a 200 with silence.
+`{"message": ..., "error": {"message", "type", "code"}, "request_id": ...}`; never a 200 with
+silence. Synthesis runs on a bounded worker pool (`engine.Engine`): a full queue answers 429 with
+Retry-After, a request past its timeout 504, and a client that goes away cancels its job.
 """
 
 from __future__ import annotations
@@ -12,22 +14,22 @@ import asyncio
 import hmac
 import logging
 import os
-import shutil
-import struct
-import subprocess
+import re
 import time
 import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gsv_onnx import __version__
-from gsv_onnx.audio import encode, resample, to_int16
 from gsv_onnx.errors import (
     AudioError,
     BundleError,
@@ -38,40 +40,38 @@ from gsv_onnx.errors import (
     VoiceError,
 )
 from gsv_onnx.server.config import ServerConfig
+from gsv_onnx.server.encoding import CONTENT_TYPES, StreamEncoder, encode_all, format_available
 from gsv_onnx.server.engine import Engine, Job, JobTimeout, QueueFull
 from gsv_onnx.server.metrics import Metrics
 from gsv_onnx.server.voices import (
     PathNotAllowed,
+    ReferenceTooLarge,
     VoiceNotFound,
     VoiceStore,
     check_voice_name,
+    read_confined,
     resolve_ref_path,
 )
 
 log = logging.getLogger("gsv_onnx.server")
 
-LANGUAGES = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
+LANGUAGES = ("auto", "auto_yue", "en", "zh", "ja", "ko", "yue", "all_zh", "all_ja", "all_yue", "all_ko")
 SPLIT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
 API_V2_MEDIA = ("wav", "raw", "ogg", "aac", "flac", "mp3", "opus")
 OPENAI_FORMATS = ("mp3", "opus", "aac", "flac", "wav", "pcm")
-#: OpenAI's raw pcm is 24 kHz 16-bit little-endian; clients assume that rate.
+#: OpenAI's raw pcm is 24 kHz 16-bit little-endian mono; clients assume that rate.
 OPENAI_PCM_RATE = 24000
-CONTENT_TYPES = {
-    "wav": "audio/wav",
-    "raw": "audio/raw",
-    "pcm": "audio/pcm",
-    "ogg": "audio/ogg",
-    "opus": "audio/ogg",
-    "flac": "audio/flac",
-    "mp3": "audio/mpeg",
-    "aac": "audio/aac",
-}
+#: A response whose audio never exceeds this peak is silence: a fault, never a 200.
+SILENCE_PEAK = 1e-6
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class ApiError(Exception):
     """An HTTP error with a status and a message for the client."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", headers=None) -> None:
+    def __init__(
+        self, status: int, message: str, kind: str = "invalid_request_error", headers: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -79,62 +79,242 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+# -- request and response models (they make the OpenAPI schema) ----------------------------------
+
+
 class TTSParams(BaseModel):
     """Parameters of upstream api_v2's /tts, with its names and defaults (spec §8.1).
 
-    Extensions: `voice` (a stored voice instead of `ref_audio_path`), `noise_scale`.
-    Accepted for compatibility but without effect on a V2 CPU engine: batch_size, batch_threshold,
-    split_bucket, parallel_infer, sample_steps, super_sampling.
+    Extensions: `voice` (a stored voice instead of `ref_audio_path`) and `noise_scale`.
+    Accepted for compatibility without effect on this engine: batch_size, batch_threshold,
+    split_bucket, parallel_infer, sample_steps, super_sampling, overlap_length, min_chunk_length.
     """
 
-    text: str | None = None
-    text_lang: str | None = None
-    ref_audio_path: str | None = None
-    aux_ref_audio_paths: list[str] | None = None
-    prompt_text: str = ""
-    prompt_lang: str | None = None
-    voice: str | None = None
+    text: str | None = Field(None, description="text to say (required)")
+    text_lang: str | None = Field(
+        None, description=f"language of the text (required): {', '.join(LANGUAGES)}"
+    )
+    ref_audio_path: str | None = Field(
+        None,
+        description="reference clip (3-10 s) on the server, inside a configured reference directory; "
+        "relative paths are taken in the first one. Required unless `voice` is given",
+    )
+    aux_ref_audio_paths: list[str] | None = Field(
+        None, description="extra reference clips averaged into the timbre (same directory rules)"
+    )
+    prompt_text: str = Field("", description="what the reference clip says; empty = reference-free mode")
+    prompt_lang: str | None = Field(None, description="language of prompt_text (default: text_lang)")
+    voice: str | None = Field(None, description="a stored voice (GET /v1/voices) instead of ref_audio_path")
     top_k: int = 15
     top_p: float = 1.0
     temperature: float = 1.0
-    text_split_method: str = "cut5"
-    batch_size: int = 1
-    batch_threshold: float = 0.75
-    split_bucket: bool = True
-    speed_factor: float = 1.0
-    fragment_interval: float = 0.3
-    seed: int = -1
-    media_type: str = "wav"
-    streaming_mode: bool | int = False
-    parallel_infer: bool = True
+    text_split_method: str = Field("cut5", description="cut0 (none) ... cut5 (at every punctuation mark)")
+    batch_size: int = Field(1, description="accepted, no effect (pieces are synthesized one by one)")
+    batch_threshold: float = Field(0.75, description="accepted, no effect")
+    split_bucket: bool = Field(True, description="accepted, no effect")
+    speed_factor: float = Field(1.0, description="0.25-4; above 1 speaks faster")
+    fragment_interval: float = Field(0.3, description="seconds of silence after each piece")
+    seed: int = Field(-1, description="-1 = random; the seed used is returned in X-Seed")
+    media_type: str = Field(
+        "wav", description=f"one of {', '.join(API_V2_MEDIA)} (raw = 16-bit PCM, no header)"
+    )
+    streaming_mode: bool | int = Field(
+        False, description="0/false: whole file; 1/true, 2, 3: stream the body piece by piece as it is made"
+    )
+    parallel_infer: bool = Field(True, description="accepted, no effect")
     repetition_penalty: float = 1.35
-    sample_steps: int = 32
-    super_sampling: bool = False
-    overlap_length: int = 2
-    min_chunk_length: int = 16
-    noise_scale: float = 0.5
+    sample_steps: int = Field(32, description="accepted, no effect (v3/v4 only upstream)")
+    super_sampling: bool = Field(False, description="accepted, no effect (v3 only upstream)")
+    overlap_length: int = Field(2, description="accepted, no effect")
+    min_chunk_length: int = Field(16, description="accepted, no effect")
+    noise_scale: float = Field(0.5, description="SoVITS prior noise scale (0 = deterministic vocoder)")
 
 
 class SpeechParams(BaseModel):
     """OpenAI's POST /v1/audio/speech body (plus `lang`, `seed` and sampling extensions)."""
 
-    model: str = "gsv"
-    input: str
-    voice: str
-    response_format: str = "mp3"
+    model: str = Field("gsv", description="ignored: the server speaks with its loaded bundle")
+    input: str = Field(..., description="text to say")
+    voice: str = Field(..., description="a stored voice name (GET /v1/voices)")
+    response_format: str = Field(
+        "mp3", description=f"one of {', '.join(OPENAI_FORMATS)}; pcm is 24 kHz s16le"
+    )
     speed: float = Field(1.0, ge=0.25, le=4.0)
-    stream: bool = False
-    stream_format: Literal["audio", "sse"] = "audio"
-    instructions: str | None = None
-    lang: str = "auto"
+    stream: bool = Field(False, description="stream the body piece by piece as it is made")
+    stream_format: Literal["audio", "sse"] = Field("audio", description="only 'audio' is supported")
+    instructions: str | None = Field(None, description="accepted, ignored")
+    lang: str = Field("auto", description=f"language of the input: {', '.join(LANGUAGES)}")
     seed: int = -1
     top_k: int = 15
     top_p: float = 1.0
     temperature: float = 1.0
 
 
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    message: str
+    error: ErrorDetail
+    request_id: str
+
+
+class VoiceInfo(BaseModel):
+    name: str
+    prompt_text: str | None = None
+    prompt_lang: str | None = None
+    languages: list[str] = []
+    usable: bool | None = Field(None, description="made with the loaded bundle")
+    error: str | None = None
+
+
+class VoiceList(BaseModel):
+    voices: list[VoiceInfo]
+
+
+class Message(BaseModel):
+    message: str
+
+
+class Health(BaseModel):
+    status: str
+    version: str
+    bundle_id: str
+    workers: int
+    running: int
+    queue_depth: int
+
+
+_ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 500, 504)}
+
+
+def _audio_responses(formats: tuple[str, ...]) -> dict:
+    return {
+        200: {
+            "description": "the audio (whole file, or a chunked stream when streaming)",
+            "content": {CONTENT_TYPES[f].split(";")[0]: {} for f in formats},
+        },
+        **_ERRORS,
+    }
+
+
+# -- ASGI middleware: request id, API key, body size limit, metrics, faults ------------------------
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class FrameMiddleware:
+    """Wraps every HTTP request: gives it a request id, checks the API key (all paths but /health),
+    limits the body size (Content-Length and the bytes actually received), counts it in the
+    metrics and turns an unhandled exception into a logged JSON 500."""
+
+    def __init__(self, app, config: ServerConfig, metrics: Metrics) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self.body_limit = config.max_upload_bytes + 64 * 1024  # room for multipart framing and fields
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        given_id = headers.get("x-request-id", "")
+        request_id = given_id if _REQUEST_ID.match(given_id) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        endpoint = _endpoint_label(scope.get("path", ""))
+        state = {"status": 0, "started": False}
+
+        async def send_wrapper(message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+                state["status"] = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+            await send(message)
+
+        received = 0
+
+        async def receive_wrapper():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.body_limit:
+                    raise _BodyTooLarge()
+            return message
+
+        async def refuse(error: ApiError) -> None:
+            await _send_error(send_wrapper, error, request_id)
+
+        try:
+            if self.config.api_key and scope.get("path") != "/health":
+                header = headers.get("authorization", "")
+                token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+                if not hmac.compare_digest(token.encode(), self.config.api_key.encode()):
+                    await refuse(
+                        ApiError(
+                            401,
+                            "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                            "authentication_error",
+                            {"WWW-Authenticate": "Bearer"},
+                        )
+                    )
+                    return
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.body_limit:
+                await refuse(_too_large(int(length), self.config.max_upload_bytes))
+                return
+            await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            too_large = isinstance(exc, _BodyTooLarge) or isinstance(exc.__cause__, _BodyTooLarge)
+            if state["started"]:
+                if not too_large:
+                    log.exception("request %s failed after its response started", request_id)
+                return
+            if too_large:
+                await refuse(_too_large(received, self.config.max_upload_bytes))
+            else:
+                log.exception("request %s failed", request_id)
+                await refuse(ApiError(500, f"internal error (request id {request_id})", "server_error"))
+        finally:
+            status = state["status"] or 500
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            if status >= 400:
+                self.metrics.errors.labels(endpoint, str(status)).inc()
+
+
+def _too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"request body of {size} bytes or more is over this server's upload limit of {limit} bytes; "
+        "send a shorter clip (3-10 s is enough)",
+        "request_too_large",
+    )
+
+
+async def _send_error(send, error: ApiError, request_id: str) -> None:
+    response = _error_response(error, request_id)
+    await send(
+        {"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers}
+    )
+    await send({"type": "http.response.body", "body": response.body})
+
+
+# -- the app ---------------------------------------------------------------------------------------
+
+
 def create_app(config: ServerConfig, tts=None) -> FastAPI:
     """Build the app for `config`; `tts` (a loaded `TTS`) is loaded from `config.bundle` if None."""
+    from gsv_onnx.runtime.options import SynthesisOptions
+
     if tts is None:
         from gsv_onnx.runtime.options import RuntimeOptions
         from gsv_onnx.runtime.tts import TTS
@@ -144,74 +324,47 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
     engine = Engine(config.workers, config.queue_size, config.request_timeout)
     store = VoiceStore(config.voices)
     metrics = Metrics(engine)
-    allowed_dirs = [Path(store.directory)] + [Path(d) for d in config.ref_dirs]
-    bundle_dirs = (
-        [Path(config.bundle).resolve().parent] + [Path(d) for d in config.ref_dirs] if config.bundle else []
-    )
+    allowed_dirs = [Path(d) for d in config.ref_dirs] + [Path(store.directory)]
+    bundle_dirs = [Path(d) for d in config.bundle_dirs]
+    if not bundle_dirs and config.bundle:
+        bundle_dirs = [Path(config.bundle).resolve().parent]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        engine.shutdown()
 
     app = FastAPI(
         title="gsv-onnx",
         version=__version__,
         description=(
             "GPT-SoVITS V2 text-to-speech on CPU. `/tts` follows upstream api_v2; `/v1/audio/speech` "
-            "follows OpenAI's speech API; voices are managed under `/v1/voices`."
+            "follows OpenAI's speech API; voices are managed under `/v1/voices`. Every error is a JSON "
+            "body `{message, error: {message, type, code}, request_id}`. When the server has an API key, "
+            "every endpoint but `/health` needs `Authorization: Bearer <key>`."
         ),
+        lifespan=lifespan,
     )
     app.state.tts = tts
     app.state.engine = engine
     app.state.store = store
     app.state.metrics = metrics
     app.state.config = config
-
-    # -- middleware: request id, auth, size limit, metrics --------------------------------------
-
-    @app.middleware("http")
-    async def frame(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
-        request.state.request_id = request_id
-        endpoint = _endpoint_label(request)
-        try:
-            if config.api_key and request.url.path != "/health":
-                header = request.headers.get("authorization", "")
-                token = header[7:] if header.lower().startswith("bearer ") else ""
-                if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                    raise ApiError(
-                        401,
-                        "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                        "authentication_error",
-                        {"WWW-Authenticate": "Bearer"},
-                    )
-            length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
-                raise ApiError(
-                    413,
-                    f"request body of {length} bytes is over the limit of {config.max_upload_bytes} bytes",
-                    "request_too_large",
-                )
-            response = await call_next(request)
-        except ApiError as exc:
-            response = _error_response(exc, request_id)
-        response.headers["X-Request-ID"] = request_id
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            metrics.errors.labels(endpoint).inc()
-        return response
+    app.add_middleware(FrameMiddleware, config=config, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
-        return _error_response(exc, request.state.request_id)
+        return _error_response(exc, _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        return _error_response(ApiError(422, _validation_message(exc)), request.state.request_id)
+        return _error_response(ApiError(422, _validation_message(exc)), _request_id(request))
 
-    @app.exception_handler(Exception)
-    async def _fault(request: Request, exc: Exception):
-        request_id = getattr(request.state, "request_id", "-")
-        log.exception("request %s failed", request_id)
-        return _error_response(
-            ApiError(500, f"internal error (request id {request_id})", "server_error"), request_id
-        )
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        error = ApiError(exc.status_code, str(exc.detail), kind, dict(exc.headers or {}))
+        return _error_response(error, _request_id(request))
 
     # -- helpers bound to this app ---------------------------------------------------------------
 
@@ -219,25 +372,54 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
         try:
             return engine.admit()
         except QueueFull:
-            retry = max(1, int(config.request_timeout // 10))
             raise ApiError(
                 429,
-                "the server is busy: every synthesis worker is taken and the queue is full; retry later",
+                "the server is busy: every synthesis worker is taken and the queue is full; "
+                "retry after the number of seconds in Retry-After",
                 "rate_limit_error",
-                {"Retry-After": str(retry)},
+                {"Retry-After": str(engine.retry_after())},
             ) from None
 
     def voice_from_ref(ref_path: str, prompt_text: str, prompt_lang: str, aux: list[str]):
+        """The voice of a reference path (prepared once, then cached while the files are unchanged)."""
+        current = app.state.tts
         real = resolve_ref_path(ref_path, allowed_dirs)
         aux_real = [resolve_ref_path(p, allowed_dirs) for p in aux]
-        current = app.state.tts
-        stats = [(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in [real, *aux_real]]
+        stats = []
+        for path in [real, *aux_real]:
+            stat = path.stat()
+            stats.append((str(path), stat.st_mtime_ns, stat.st_size))
         key = ("ref", current.bundle_id, tuple(stats), prompt_text, prompt_lang)
-        return store.cached(
-            key, lambda: current.prepare_voice(real, text=prompt_text, lang=prompt_lang, aux_refs=aux_real)
-        )
 
-    async def collect(job: Job, make_chunks, request: Request) -> list:
+        def prepare():
+            # Read through a descriptor checked against the allowed directories: a path swapped for
+            # a symlink after the check above still cannot make us read outside them.
+            data = read_confined(real, allowed_dirs, config.max_upload_bytes)
+            aux_data = [read_confined(p, allowed_dirs, config.max_upload_bytes) for p in aux_real]
+            return current.prepare_voice(data, text=prompt_text, lang=prompt_lang, aux_refs=aux_data)
+
+        return store.cached(key, prepare)
+
+    def check_text(text: str | None, name: str) -> str:
+        text = (text or "").strip("\n")
+        if not text.strip():
+            raise ApiError(400, f"{name} is empty; give some text to say")
+        if len(text) > config.max_text_chars:
+            raise ApiError(
+                400,
+                f"{name} is {len(text)} characters, over this server's limit of "
+                f"{config.max_text_chars}; split it into several requests",
+            )
+        return text
+
+    def check_options(options: dict[str, Any]) -> None:
+        """Reject out-of-range options before the job is queued (400 naming the option)."""
+        try:
+            SynthesisOptions(**options)
+        except OptionsError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    async def collect(job: Job, make_chunks: Callable, request: Request) -> list:
         """Run a job to the end, cancelling it if the client goes away."""
         chunks = []
 
@@ -246,79 +428,103 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
                 if await request.is_disconnected():
                     job.cancel.set()
                     return
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.1)
 
         watcher = asyncio.create_task(watch())
         try:
             async for chunk in engine.run(job, make_chunks):
                 chunks.append(chunk)
         except JobTimeout:
-            raise ApiError(
-                504,
-                f"synthesis took longer than the {config.request_timeout:g} s request timeout; "
-                "send shorter text",
-                "timeout",
-            ) from None
+            raise _timeout_error(config.request_timeout) from None
         finally:
             watcher.cancel()
         return chunks
 
-    async def stream_body(job: Job, make_chunks, fmt: str, sample_rate_out: int | None, endpoint: str):
-        """A StreamingResponse whose status reflects errors before the first chunk."""
+    def observe(endpoint: str, job: Job, produced_seconds: float) -> None:
+        elapsed = time.perf_counter() - job.started
+        metrics.latency.labels(endpoint).observe(elapsed)
+        if job.first_audio is not None:
+            metrics.first_audio.labels(endpoint).observe(job.first_audio)
+        if produced_seconds > 0:
+            metrics.audio_seconds.inc(produced_seconds)
+            metrics.rtf.observe(elapsed / produced_seconds)
+
+    async def stream_body(
+        request: Request, job: Job, make_chunks: Callable, fmt: str, rate_out: int | None, endpoint: str
+    ) -> StreamingResponse:
+        """A streamed response; errors before the first chunk still get their own status."""
         agen = engine.run(job, make_chunks)
         try:
             first = await agen.__anext__()
+            if float(np.abs(first.samples).max(initial=0.0)) < SILENCE_PEAK:
+                raise _silence_error(_request_id(request))
+            rate = rate_out or first.sample_rate
+            encoder = StreamEncoder(fmt, rate)
         except StopAsyncIteration:
             engine.release(job)
             raise ApiError(400, "the text has nothing to say") from None
         except JobTimeout:
+            await agen.aclose()
             engine.release(job)
-            raise ApiError(504, "synthesis timed out before the first audio", "timeout") from None
+            raise _timeout_error(config.request_timeout) from None
         except BaseException:
+            await agen.aclose()
             engine.release(job)
             raise
-        started = job.started
 
         async def body():
             produced = 0.0
+            finished = False
             try:
                 chunk = first
-                if fmt == "wav":
-                    yield _wav_stream_header(sample_rate_out or chunk.sample_rate)
                 while True:
                     produced += chunk.duration
-                    yield await asyncio.to_thread(_encode_chunk, chunk, fmt, sample_rate_out)
+                    samples = chunk.samples
+                    if rate != chunk.sample_rate:
+                        from gsv_onnx.audio import resample
+
+                        samples = resample(samples, chunk.sample_rate, rate)
+                    yield await asyncio.to_thread(encoder.feed, samples)
                     try:
                         chunk = await agen.__anext__()
                     except StopAsyncIteration:
                         break
+                tail = encoder.finish()
+                finished = True
+                if tail:
+                    yield tail
             except JobTimeout:
-                log.warning("stream timed out after %.1f s of audio", produced)
+                log.warning(
+                    "request %s: stream stopped by the %.0f s timeout after %.1f s of audio",
+                    _request_id(request),
+                    config.request_timeout,
+                    produced,
+                )
                 raise
             finally:
+                if not finished:
+                    encoder.close()
                 await agen.aclose()
                 engine.release(job)
-                elapsed = time.perf_counter() - started
-                metrics.latency.labels(endpoint).observe(elapsed)
-                if job.first_audio is not None:
-                    metrics.first_audio.observe(job.first_audio)
-                if produced > 0:
-                    metrics.audio_seconds.inc(produced)
-                    metrics.rtf.observe(elapsed / produced)
+                observe(endpoint, job, produced)
 
-        return StreamingResponse(body(), media_type=CONTENT_TYPES[fmt])
+        headers = {"X-Sample-Rate": str(rate), "Cache-Control": "no-store"}
+        seed = getattr(first, "seed", None)
+        if seed is not None:
+            headers["X-Seed"] = str(seed)
+        return StreamingResponse(body(), media_type=CONTENT_TYPES[fmt], headers=headers)
 
     async def respond(
         request: Request,
         job: Job,
-        make_chunks,
+        make_chunks: Callable,
         fmt: str,
         streaming: bool,
         rate_out: int | None,
         endpoint: str,
     ) -> Response:
         if streaming:
-            return await stream_body(job, make_chunks, fmt, rate_out, endpoint)
+            return await stream_body(request, job, make_chunks, fmt, rate_out, endpoint)
         try:
             chunks = await collect(job, make_chunks, request)
         finally:
@@ -327,22 +533,19 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             raise ApiError(400, "the text has nothing to say")
         samples = np.concatenate([c.samples for c in chunks])
         rate = chunks[0].sample_rate
-        elapsed = time.perf_counter() - job.started
         duration = len(samples) / rate
-        metrics.latency.labels(endpoint).observe(elapsed)
-        if job.first_audio is not None:
-            metrics.first_audio.observe(job.first_audio)
-        metrics.audio_seconds.inc(duration)
-        if duration > 0:
-            metrics.rtf.observe(elapsed / duration)
-        data = await asyncio.to_thread(_encode_all, samples, rate, fmt, rate_out)
-        seed = getattr(chunks[0], "seed", None)
+        if float(np.abs(samples).max(initial=0.0)) < SILENCE_PEAK:
+            raise _silence_error(_request_id(request))
+        observe(endpoint, job, duration)
+        data = await asyncio.to_thread(encode_all, samples, rate, fmt, rate_out)
         headers = {"X-Audio-Seconds": f"{duration:.3f}", "X-Sample-Rate": str(rate_out or rate)}
+        seed = getattr(chunks[0], "seed", None)
         if seed is not None:
             headers["X-Seed"] = str(seed)
         return Response(content=data, media_type=CONTENT_TYPES[fmt], headers=headers)
 
-    def synth_chunks(voice, text: str, lang: str, options: dict[str, Any]):
+    def synth_chunks(voice, text: str, lang: str, options: dict[str, Any]) -> Callable:
+        """The job's generator factory: resolves the voice and calls `TTS.stream` in the worker."""
         current = app.state.tts
 
         def make_chunks(cancel=None):
@@ -357,15 +560,9 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
     # -- api_v2 ------------------------------------------------------------------------------------
 
     async def tts_endpoint(request: Request, params: TTSParams) -> Response:
-        text = (params.text or "").strip("\n")
-        if not text.strip():
+        if not params.text:
             raise ApiError(400, "text is required")
-        if len(text) > config.max_text_chars:
-            raise ApiError(
-                400,
-                f"text is {len(text)} characters, over this server's limit of "
-                f"{config.max_text_chars}; split it into several requests",
-            )
+        text = check_text(params.text, "text")
         lang = _check_lang(params.text_lang, "text_lang")
         media = (params.media_type or "").lower()
         if media not in API_V2_MEDIA:
@@ -373,7 +570,7 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
                 400,
                 f"media_type {params.media_type!r} is not supported; use one of {', '.join(API_V2_MEDIA)}",
             )
-        _check_encoder(media)
+        _check_format(media)
         if params.text_split_method not in SPLIT_METHODS:
             raise ApiError(
                 400,
@@ -396,6 +593,7 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             "seed": None if params.seed == -1 else params.seed,
             "noise_scale": params.noise_scale,
         }
+        check_options(options)
         if params.voice:
             voice: Any = store.load(params.voice)
         elif params.ref_audio_path:
@@ -403,36 +601,48 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             prompt_lang = _check_lang(params.prompt_lang or lang, "prompt_lang") if prompt_text else "zh"
             # Resolve the paths now so a refused path is a 4xx before any work is queued.
             resolve_ref_path(params.ref_audio_path, allowed_dirs)
-            for aux in params.aux_ref_audio_paths or []:
+            aux_paths = list(params.aux_ref_audio_paths or [])
+            for aux in aux_paths:
                 resolve_ref_path(aux, allowed_dirs)
-            ref_path, aux_paths = params.ref_audio_path, list(params.aux_ref_audio_paths or [])
-            voice = lambda: voice_from_ref(ref_path, prompt_text, prompt_lang, aux_paths)  # noqa: E731
+            ref_path = params.ref_audio_path
+
+            def voice_of_ref() -> Any:
+                return voice_from_ref(ref_path, prompt_text, prompt_lang, aux_paths)
+
+            voice = voice_of_ref
         else:
             raise ApiError(400, "ref_audio_path is required (or 'voice', the name of a stored voice)")
         job = admit()
         make_chunks = synth_chunks(voice, text, lang, options)
-        return await respond(
-            request, job, make_chunks, "pcm" if media == "raw" else media, mode > 0, None, "tts"
-        )
+        return await respond(request, job, make_chunks, media, mode > 0, None, "/tts")
 
-    @app.get("/tts", summary="Synthesize (upstream api_v2, query parameters)", tags=["api_v2"])
-    async def tts_get(request: Request) -> Response:
-        query = dict(request.query_params)
-        if "text_lang" in query:
-            query["text_lang"] = query["text_lang"].lower()
-        if "aux_ref_audio_paths" in request.query_params:
-            query["aux_ref_audio_paths"] = request.query_params.getlist("aux_ref_audio_paths")
-        try:
-            params = TTSParams.model_validate(query)
-        except ValidationError as exc:
-            raise ApiError(400, _validation_message(exc)) from None
+    @app.get(
+        "/tts",
+        summary="Synthesize (upstream api_v2, query parameters)",
+        tags=["api_v2"],
+        response_class=Response,
+        responses=_audio_responses(API_V2_MEDIA),
+    )
+    async def tts_get(request: Request, params: Annotated[TTSParams, Query()]) -> Response:
         return await tts_endpoint(request, params)
 
-    @app.post("/tts", summary="Synthesize (upstream api_v2, JSON body)", tags=["api_v2"])
+    @app.post(
+        "/tts",
+        summary="Synthesize (upstream api_v2, JSON body)",
+        tags=["api_v2"],
+        response_class=Response,
+        responses=_audio_responses(API_V2_MEDIA),
+    )
     async def tts_post(request: Request, params: TTSParams) -> Response:
         return await tts_endpoint(request, params)
 
-    @app.get("/set_refer_audio", tags=["api_v2"], summary="Prepare a reference clip ahead of use")
+    @app.get(
+        "/set_refer_audio",
+        tags=["api_v2"],
+        summary="Prepare a reference clip ahead of use (cached; /tts still names it per request)",
+        response_model=Message,
+        responses=_ERRORS,
+    )
     async def set_refer_audio(refer_audio_path: str = "") -> JSONResponse:
         if not refer_audio_path:
             raise ApiError(400, "refer_audio_path is required")
@@ -442,13 +652,13 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             async for _ in engine.run(job, lambda: iter([voice_from_ref(refer_audio_path, "", "zh", [])])):
                 pass
         except JobTimeout:
-            raise ApiError(504, "preparing the reference timed out", "timeout") from None
+            raise _timeout_error(config.request_timeout) from None
         finally:
             engine.release(job)
         return JSONResponse({"message": "success"})
 
     async def switch_bundle(weights_path: str) -> JSONResponse:
-        if not weights_path:
+        if not weights_path or "\x00" in weights_path:
             raise ApiError(400, "weights_path is required")
         if weights_path.endswith((".ckpt", ".pth")):
             raise ApiError(
@@ -457,38 +667,52 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
                 "'gsv convert --gpt X.ckpt --sovits Y.pth ... -o DIR' and pass that DIR",
             )
         real = Path(os.path.realpath(weights_path))
-        if not any(
-            real == Path(os.path.realpath(d)) or Path(os.path.realpath(d)) in real.parents
-            for d in bundle_dirs
-        ):
+        roots = [Path(os.path.realpath(d)) for d in bundle_dirs]
+        if not any(real == root or root in real.parents for root in roots):
             raise ApiError(
-                403, f"{weights_path!r} is outside the directories this server may load bundles from"
+                403,
+                f"{weights_path!r} is outside the directories this server may load bundles from "
+                "(set bundle_dirs / --bundle-dir)",
+                "permission_error",
             )
         from gsv_onnx.runtime.tts import TTS
 
         current = app.state.tts
         app.state.tts = await asyncio.to_thread(TTS.load, real, current.runtime_options)
+        log.info("loaded bundle %s (%s)", real, app.state.tts.bundle_id)
         return JSONResponse({"message": "success"})
 
-    @app.get("/set_gpt_weights", tags=["api_v2"], summary="Load another converted bundle")
+    @app.get(
+        "/set_gpt_weights",
+        tags=["api_v2"],
+        summary="Load another converted bundle (GPT and SoVITS live together in a bundle)",
+        response_model=Message,
+        responses=_ERRORS,
+    )
     async def set_gpt_weights(weights_path: str = "") -> JSONResponse:
         return await switch_bundle(weights_path)
 
-    @app.get("/set_sovits_weights", tags=["api_v2"], summary="Load another converted bundle")
+    @app.get(
+        "/set_sovits_weights",
+        tags=["api_v2"],
+        summary="Load another converted bundle (same as /set_gpt_weights)",
+        response_model=Message,
+        responses=_ERRORS,
+    )
     async def set_sovits_weights(weights_path: str = "") -> JSONResponse:
         return await switch_bundle(weights_path)
 
     # -- OpenAI ------------------------------------------------------------------------------------
 
-    @app.post("/v1/audio/speech", tags=["openai"], summary="Synthesize (OpenAI speech API)")
+    @app.post(
+        "/v1/audio/speech",
+        tags=["openai"],
+        summary="Synthesize (OpenAI speech API)",
+        response_class=Response,
+        responses=_audio_responses(OPENAI_FORMATS),
+    )
     async def speech(request: Request, params: SpeechParams) -> Response:
-        text = params.input
-        if not text.strip():
-            raise ApiError(400, "input is empty; give some text to say")
-        if len(text) > config.max_text_chars:
-            raise ApiError(
-                400, f"input is {len(text)} characters, over this server's limit of {config.max_text_chars}"
-            )
+        text = check_text(params.input, "input")
         fmt = params.response_format.lower()
         if fmt not in OPENAI_FORMATS:
             raise ApiError(
@@ -496,11 +720,10 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
                 f"response_format {params.response_format!r} is not supported; use one of "
                 f"{', '.join(OPENAI_FORMATS)}",
             )
-        _check_encoder(fmt)
+        _check_format(fmt)
         if params.stream_format == "sse":
             raise ApiError(400, "stream_format 'sse' is not supported; use 'audio'")
         lang = _check_lang(params.lang, "lang")
-        voice = store.load(params.voice)
         options = {
             "speed_factor": params.speed,
             "seed": None if params.seed == -1 else params.seed,
@@ -509,48 +732,66 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             "temperature": params.temperature,
             "text_split_method": "cut5",
         }
+        check_options(options)
+        voice = store.load(params.voice)
         job = admit()
         rate_out = OPENAI_PCM_RATE if fmt == "pcm" else None
-        return await respond(
-            request, job, synth_chunks(voice, text, lang, options), fmt, params.stream, rate_out, "speech"
-        )
+        make_chunks = synth_chunks(voice, text, lang, options)
+        return await respond(request, job, make_chunks, fmt, params.stream, rate_out, "/v1/audio/speech")
 
     # -- voices --------------------------------------------------------------------------------------
 
-    @app.get("/v1/voices", tags=["voices"], summary="List stored voices")
+    def voice_info(name: str) -> dict:
+        voice = store.load(name)
+        return {
+            "name": name,
+            "prompt_text": voice.prompt_text,
+            "prompt_lang": voice.prompt_lang,
+            "languages": list(voice.languages),
+            "usable": voice.bundle_id == app.state.tts.bundle_id,
+        }
+
+    @app.get("/v1/voices", tags=["voices"], summary="List stored voices", response_model=VoiceList)
     async def list_voices() -> JSONResponse:
         voices = []
         for name in store.names():
             try:
-                voice = store.load(name)
+                voices.append(voice_info(name))
             except GsvError as exc:
                 voices.append({"name": name, "error": str(exc)})
-                continue
-            voices.append(
-                {
-                    "name": name,
-                    "prompt_text": voice.prompt_text,
-                    "prompt_lang": voice.prompt_lang,
-                    "languages": list(voice.languages),
-                    "usable": voice.bundle_id == app.state.tts.bundle_id,
-                }
-            )
         return JSONResponse({"voices": voices})
 
-    @app.post("/v1/voices", status_code=201, tags=["voices"], summary="Create a voice from a reference clip")
+    @app.get(
+        "/v1/voices/{name}",
+        tags=["voices"],
+        summary="Describe one stored voice",
+        response_model=VoiceInfo,
+        responses=_ERRORS,
+    )
+    async def get_voice(name: str) -> JSONResponse:
+        _check_name(name)
+        return JSONResponse(voice_info(name))
+
+    @app.post(
+        "/v1/voices",
+        status_code=201,
+        tags=["voices"],
+        summary="Create a voice from an uploaded reference clip",
+        response_model=VoiceInfo,
+        responses=_ERRORS,
+    )
     async def create_voice(
         request: Request,
         file: UploadFile = File(..., description="3-10 s reference clip (wav, flac, ogg, mp3)"),
-        name: str = Form(...),
+        name: str = Form(..., description="1-64 letters, digits, '_', '-', '.'"),
         text: str = Form("", description="what the clip says (empty: reference-free voice)"),
-        lang: str = Form("zh"),
+        lang: str = Form("zh", description="language of the text"),
         overwrite: bool = Form(False),
     ) -> JSONResponse:
-        try:
-            check_voice_name(name)
-        except GsvError as exc:
-            raise ApiError(400, str(exc)) from None
+        _check_name(name)
         lang = _check_lang(lang, "lang")
+        if len(text) > config.max_text_chars:
+            raise ApiError(400, f"text is {len(text)} characters, over the limit of {config.max_text_chars}")
         if store.path(name).exists() and not overwrite:
             raise ApiError(
                 409, f"a voice named {name!r} exists; DELETE it first or send overwrite=true", "conflict"
@@ -566,27 +807,36 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
                 )
             ]
         except JobTimeout:
-            raise ApiError(504, "preparing the voice timed out", "timeout") from None
+            raise _timeout_error(config.request_timeout) from None
         finally:
             engine.release(job)
         store.save(name, voices[0])
         return JSONResponse(
-            {"name": name, "prompt_text": voices[0].prompt_text, "prompt_lang": voices[0].prompt_lang},
+            {
+                "name": name,
+                "prompt_text": voices[0].prompt_text,
+                "prompt_lang": voices[0].prompt_lang,
+                "languages": list(voices[0].languages),
+                "usable": True,
+            },
             status_code=201,
         )
 
-    @app.delete("/v1/voices/{name}", status_code=204, tags=["voices"], summary="Delete a stored voice")
+    @app.delete(
+        "/v1/voices/{name}",
+        status_code=204,
+        tags=["voices"],
+        summary="Delete a stored voice",
+        responses=_ERRORS,
+    )
     async def delete_voice(name: str) -> Response:
-        try:
-            check_voice_name(name)
-        except GsvError as exc:
-            raise ApiError(400, str(exc)) from None
+        _check_name(name)
         store.delete(name)
         return Response(status_code=204)
 
     # -- service -------------------------------------------------------------------------------------
 
-    @app.get("/health", tags=["service"], summary="Liveness (no API key needed)")
+    @app.get("/health", tags=["service"], summary="Liveness (no API key needed)", response_model=Health)
     async def health() -> JSONResponse:
         return JSONResponse(
             {
@@ -599,18 +849,21 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             }
         )
 
-    @app.get("/metrics", tags=["service"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (text exposition format)",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {}}}},
+    )
     async def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    @app.on_event("shutdown")
-    async def _shutdown() -> None:
-        engine.shutdown()
-
-    # Map the project's own errors to HTTP statuses (registered last: most specific first).
+    # Map the project's own errors to HTTP statuses (Starlette picks the most specific class).
     for error_type, status in (
         (VoiceNotFound, 404),
         (PathNotAllowed, 403),
+        (ReferenceTooLarge, 413),
         (MissingDependencyError, 400),
         (TextError, 400),
         (OptionsError, 400),
@@ -623,11 +876,29 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
     return app
 
 
+def _request_id(request: Request) -> str:
+    return request.scope.get("state", {}).get("request_id", "-")
+
+
 def _status_handler(status: int):
     async def handler(request: Request, exc: Exception):
-        return _error_response(ApiError(status, str(exc), type(exc).__name__), request.state.request_id)
+        kind = "permission_error" if status == 403 else "not_found" if status == 404 else type(exc).__name__
+        return _error_response(ApiError(status, str(exc), kind), _request_id(request))
 
     return handler
+
+
+def _timeout_error(timeout: float) -> ApiError:
+    return ApiError(
+        504,
+        f"synthesis took longer than this server's {timeout:g} s request timeout; send shorter text",
+        "timeout",
+    )
+
+
+def _silence_error(request_id: str) -> ApiError:
+    log.error("request %s: synthesis produced only silence", request_id)
+    return ApiError(500, f"synthesis produced only silence (request id {request_id})", "server_error")
 
 
 def _error_response(exc: ApiError, request_id: str) -> JSONResponse:
@@ -639,7 +910,7 @@ def _error_response(exc: ApiError, request_id: str) -> JSONResponse:
     return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
-def _validation_message(exc: ValidationError | RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
         where = ".".join(str(p) for p in error.get("loc", ()) if p not in ("body", "query"))
@@ -647,22 +918,23 @@ def _validation_message(exc: ValidationError | RequestValidationError) -> str:
     return "bad parameters: " + "; ".join(parts)
 
 
-def _endpoint_label(request: Request) -> str:
-    path = request.url.path
+_KNOWN_PATHS = (
+    "/tts",
+    "/v1/audio/speech",
+    "/health",
+    "/metrics",
+    "/set_refer_audio",
+    "/set_gpt_weights",
+    "/set_sovits_weights",
+    "/docs",
+    "/openapi.json",
+)
+
+
+def _endpoint_label(path: str) -> str:
     if path.startswith("/v1/voices"):
         return "/v1/voices"
-    known = (
-        "/tts",
-        "/v1/audio/speech",
-        "/health",
-        "/metrics",
-        "/set_refer_audio",
-        "/set_gpt_weights",
-        "/set_sovits_weights",
-        "/docs",
-        "/openapi.json",
-    )
-    return path if path in known else "other"
+    return path if path in _KNOWN_PATHS else "other"
 
 
 def _check_lang(lang: str | None, name: str) -> str:
@@ -673,11 +945,17 @@ def _check_lang(lang: str | None, name: str) -> str:
     return lang.lower()
 
 
-def _check_encoder(fmt: str) -> None:
-    if fmt == "aac" and not shutil.which("ffmpeg"):
-        raise ApiError(
-            400, "aac needs ffmpeg on the server, which is not installed; use wav, ogg, flac or mp3"
-        )
+def _check_name(name: str) -> None:
+    try:
+        check_voice_name(name)
+    except GsvError as exc:
+        raise ApiError(400, str(exc)) from None
+
+
+def _check_format(fmt: str) -> None:
+    if not format_available("pcm" if fmt == "raw" else fmt):
+        need = "ffmpeg on the server" if fmt == "aac" else "a libsndfile with that encoder"
+        raise ApiError(400, f"{fmt} needs {need}, which this server lacks; use wav, ogg or flac")
 
 
 def _accepts(function, name: str) -> bool:
@@ -697,68 +975,7 @@ async def _read_limited(upload: UploadFile, limit: int) -> bytes:
             break
         data.extend(block)
         if len(data) > limit:
-            raise ApiError(
-                413, f"the upload is over the limit of {limit} bytes; send a 3-10 s clip", "request_too_large"
-            )
+            raise _too_large(len(data), limit)
     if not data:
         raise ApiError(400, "the uploaded file is empty; send a 3-10 s audio clip")
     return bytes(data)
-
-
-def _wav_stream_header(sample_rate: int) -> bytes:
-    """A 16-bit mono WAV header for a stream of unknown length (sizes set to the maximum)."""
-    unknown = 0xFFFFFFFF
-    return (
-        b"RIFF"
-        + struct.pack("<I", unknown)
-        + b"WAVEfmt "
-        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
-        + b"data"
-        + struct.pack("<I", unknown)
-    )
-
-
-def _encode_chunk(chunk, fmt: str, rate_out: int | None) -> bytes:
-    samples, rate = chunk.samples, chunk.sample_rate
-    if rate_out and rate_out != rate:
-        samples, rate = resample(samples, rate, rate_out), rate_out
-    if fmt in ("wav", "pcm"):
-        return to_int16(samples).astype("<i2").tobytes()
-    return _encode_all(samples, rate, fmt, None)
-
-
-def _encode_all(samples: np.ndarray, rate: int, fmt: str, rate_out: int | None) -> bytes:
-    if rate_out and rate_out != rate:
-        samples, rate = resample(samples, rate, rate_out), rate_out
-    if fmt == "aac":
-        return _ffmpeg_aac(samples, rate)
-    return encode(samples, rate, fmt)
-
-
-def _ffmpeg_aac(samples: np.ndarray, rate: int) -> bytes:
-    """AAC in an ADTS stream at 192 kbit/s through ffmpeg, as upstream does."""
-    pcm = to_int16(samples).astype("<i2").tobytes()
-    command = [
-        "ffmpeg",
-        "-loglevel",
-        "error",
-        "-f",
-        "s16le",
-        "-ar",
-        str(rate),
-        "-ac",
-        "1",
-        "-i",
-        "pipe:0",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "192k",
-        "-f",
-        "adts",
-        "pipe:1",
-    ]
-    result = subprocess.run(command, input=pcm, capture_output=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise AudioError(f"ffmpeg failed to encode aac: {result.stderr.decode(errors='replace')[:200]}")
-    return result.stdout

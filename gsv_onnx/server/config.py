@@ -24,6 +24,8 @@ class ServerConfig:
 
     `ref_dirs`: directories from which api_v2's `ref_audio_path` may be read (the voices directory
     is always allowed). Paths outside them, `..` escapes and symlinks that leave them are refused.
+    `bundle_dirs`: directories from which /set_gpt_weights and /set_sovits_weights may load a
+    bundle (default: the directory holding `bundle`).
     `workers`: synthesis jobs running at once; `queue_size`: jobs allowed to wait for a worker
     (beyond that: 429 with Retry-After). `request_timeout`: seconds a job may take in all.
     `api_key`: when set, every endpoint but /health needs `Authorization: Bearer <key>`.
@@ -39,6 +41,7 @@ class ServerConfig:
     max_text_chars: int = 5000
     max_upload_bytes: int = 10 * 1024 * 1024
     ref_dirs: list[str] = field(default_factory=list)
+    bundle_dirs: list[str] = field(default_factory=list)
     api_key: str | None = None
     threads: int | None = None
     log_level: str = "info"

@@ -19,7 +19,10 @@ class Metrics:
             registry=self.registry,
         )
         self.errors = Counter(
-            "gsv_errors", "Requests answered with status >= 400", ["endpoint"], registry=self.registry
+            "gsv_errors",
+            "Requests answered with status >= 400, by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "gsv_request_seconds",
@@ -31,6 +34,7 @@ class Metrics:
         self.first_audio = Histogram(
             "gsv_time_to_first_audio_seconds",
             "Time from admission to the first audio chunk",
+            ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -45,6 +49,9 @@ class Metrics:
         queue.set_function(lambda: engine.queue_depth)
         running = Gauge("gsv_jobs_running", "Synthesis jobs running", registry=self.registry)
         running.set_function(lambda: engine.running)
+        workers = Gauge("gsv_workers", "Synthesis workers configured", registry=self.registry)
+        workers.set(engine.workers)
 
     def render(self) -> bytes:
+        """The registry in Prometheus' text exposition format."""
         return generate_latest(self.registry)

@@ -21,6 +21,10 @@ class PathNotAllowed(GsvError):
     """A reference path outside the directories the server may read."""
 
 
+class ReferenceTooLarge(GsvError):
+    """A reference file on the server is larger than the upload limit."""
+
+
 def check_voice_name(name: str) -> str:
     """Return `name` if it is a safe voice name, else raise `GsvError` saying what is allowed."""
     if not isinstance(name, str) or not VOICE_NAME.match(name) or name.endswith(".voice"):
@@ -94,13 +98,44 @@ def resolve_ref_path(raw: str, allowed_dirs: list[Path]) -> Path:
     if not candidate.is_absolute():
         candidate = allowed_dirs[0] / candidate
     real = Path(os.path.realpath(candidate))
-    for directory in allowed_dirs:
-        root = Path(os.path.realpath(directory))
-        if real == root or root in real.parents:
-            if not real.is_file():
-                raise VoiceNotFound(f"ref_audio_path {raw!r} does not exist on the server")
-            return real
+    if _inside(real, allowed_dirs):
+        if not real.is_file():
+            raise VoiceNotFound(f"ref_audio_path {raw!r} does not exist on the server")
+        return real
     raise PathNotAllowed(
         f"ref_audio_path {raw!r} is outside the directories this server may read; "
         "put the file in a configured reference directory (--ref-dir)"
     )
+
+
+def _inside(real: Path, allowed_dirs: list[Path]) -> bool:
+    for directory in allowed_dirs:
+        root = Path(os.path.realpath(directory))
+        if real == root or root in real.parents:
+            return True
+    return False
+
+
+def read_confined(path: Path, allowed_dirs: list[Path], max_bytes: int) -> bytes:
+    """Read a file already resolved by `resolve_ref_path`, re-checking what was actually opened.
+
+    The file is opened without following a final symlink, and (on Linux) the opened descriptor's
+    real path must still lie inside `allowed_dirs`: a path component swapped for a symlink between
+    the check and the read cannot make the server read elsewhere. Files over `max_bytes` are refused.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise PathNotAllowed(f"cannot open reference {path.name!r}: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as handle:
+        proc_link = Path(f"/proc/self/fd/{fd}")
+        if proc_link.exists() and not _inside(Path(os.path.realpath(proc_link)), allowed_dirs):
+            raise PathNotAllowed("the reference path changed while it was being read; refused")
+        size = os.fstat(fd).st_size
+        if size > max_bytes:
+            raise ReferenceTooLarge(
+                f"reference {path.name!r} is {size} bytes, over this server's limit of {max_bytes}; "
+                "use a 3-10 s clip"
+            )
+        return handle.read(max_bytes + 1)
