@@ -68,12 +68,20 @@ def upstream_tiny() -> Path:
 # GSV_TEST_NO_CACHE=1 to build them fresh in a temporary directory.
 
 
-def _converter_cache_key() -> str:
+_MODEL_SOURCES = ("gpt.py", "sovits.py", "ssl_bert.py", "testmodels.py", "__init__.py")
+
+
+def _converter_cache_key(kind: str) -> str:
+    """Digest of the sources that shape `kind` (models: their generators; bundle: the converter)."""
     import hashlib
     import importlib.metadata
 
     digest = hashlib.sha256()
-    sources = sorted((REPO / "gsv_onnx" / "convert").glob("*.py")) + [REPO / "gsv_onnx" / "bundle.py"]
+    convert_dir = REPO / "gsv_onnx" / "convert"
+    if kind == "tiny-models":
+        sources = [convert_dir / name for name in _MODEL_SOURCES]
+    else:
+        sources = sorted(convert_dir.glob("*.py")) + [REPO / "gsv_onnx" / "bundle.py"]
     for path in sources:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     for dist in ("torch", "onnx", "onnxruntime", "transformers"):
@@ -94,7 +102,7 @@ def _cached_dir(request, tmp_path_factory, kind: str, build) -> Path:
         build(target)
         return target
     cache_root = Path(request.config.cache.mkdir("gsv-convert"))
-    key = _converter_cache_key()
+    key = _converter_cache_key(kind)
     target = cache_root / f"{kind}-{key}"
     if (target / ".complete").is_file():
         return target

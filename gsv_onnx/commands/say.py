@@ -7,7 +7,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +162,12 @@ def register(subparsers) -> None:
         help="output format (default: from the file suffix, else wav)",
     )
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="token-level streaming: audio is written while the GPT is still decoding "
+        '(with -o - and wav/pcm it reaches stdout chunk by chunk, e.g. "| aplay")',
+    )
     add_synthesis_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -280,21 +286,39 @@ class AudioFileWriter:
         Path(self.temp_name).unlink(missing_ok=True)
 
 
-def write_chunks(chunks: Iterable[Any], output: str, fmt: str, sample_rate: int) -> list[Any]:
+def wav_stream_header(sample_rate: int) -> bytes:
+    """A 44-byte 16-bit mono WAV header for a stream of unknown length (sizes set to the maximum)."""
+    import struct
+
+    byte_rate = sample_rate * 2
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, byte_rate, 2, 16)
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
+def write_chunks(
+    chunks: Iterable[Any], output: str, fmt: str, sample_rate: int, stream: bool = False
+) -> list[Any]:
     """Write synthesis chunks to `output` ("-" = stdout) as they arrive; returns the chunks' reports
-    (audio dropped so memory stays bounded)."""
+    (audio dropped so memory stays bounded). With `stream`, wav and pcm reach stdout chunk by chunk."""
     reports = []
     if output == "-":
         import numpy as np
 
-        from gsv_onnx.audio import encode
+        from gsv_onnx.audio import encode, to_int16
 
-        if fmt == "pcm":
-            from gsv_onnx.audio import to_int16
-
+        if fmt == "pcm" or (fmt == "wav" and stream):
+            out = sys.stdout.buffer
+            if fmt == "wav":
+                out.write(wav_stream_header(sample_rate))
             for chunk in chunks:
-                sys.stdout.buffer.write(to_int16(chunk.samples).astype("<i2").tobytes())
-                sys.stdout.buffer.flush()
+                out.write(to_int16(chunk.samples).astype("<i2").tobytes())
+                out.flush()
                 reports.append(_report(chunk))
             return reports
         collected = []
@@ -314,6 +338,21 @@ def write_chunks(chunks: Iterable[Any], output: str, fmt: str, sample_rate: int)
         raise
     writer.close()
     return reports
+
+
+class _FirstChunkClock:
+    """Wraps a chunk iterator and notes when the first non-empty chunk arrived."""
+
+    def __init__(self, chunks: Iterable[Any], started: float) -> None:
+        self.chunks = chunks
+        self.started = started
+        self.first: float | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        for chunk in self.chunks:
+            if self.first is None and chunk.samples.size:
+                self.first = time.perf_counter() - self.started
+            yield chunk
 
 
 def check_output(output: str) -> None:
@@ -366,17 +405,24 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     voice = _voice(tts, args)
     voice_seconds = time.perf_counter() - t0
-    chunks = tts.stream(text, voice, lang=args.lang, options=options)
-    reports = write_chunks(chunks, args.output, fmt, tts.sample_rate)
+    synthesis_started = time.perf_counter()
+    chunks = _FirstChunkClock(
+        tts.stream(
+            text, voice, lang=args.lang, options=options, granularity="tokens" if args.stream else "pieces"
+        ),
+        synthesis_started,
+    )
+    reports = write_chunks(chunks, args.output, fmt, tts.sample_rate, stream=args.stream)
     total = time.perf_counter() - started
     if not args.quiet:
-        seconds = sum(r.timings.get("total", 0.0) for r in reports)
+        seconds = time.perf_counter() - synthesis_started
         audio_seconds = sum(s.samples for r in reports for s in r.segments) / tts.sample_rate
-        stages = {k: sum(r.timings.get(k, 0.0) for r in reports) for k in ("text", "gpt", "vocoder")}
+        finals = [r for r in reports if r.segments]
+        stages = {k: sum(r.timings.get(k, 0.0) for r in finals) for k in ("text", "gpt", "vocoder")}
         tokens = sum(s.n_tokens for r in reports for s in r.segments)
         where = "stdout" if args.output == "-" else args.output
         print(
-            f"wrote {where} ({fmt}, {audio_seconds:.2f} s of speech in {len(reports)} piece(s), "
+            f"wrote {where} ({fmt}, {audio_seconds:.2f} s of speech in {len(finals)} piece(s), "
             f"{tokens} tokens, seed {reports[0].seed if reports else '-'})",
             file=sys.stderr,
         )
@@ -385,6 +431,8 @@ def run(args: argparse.Namespace) -> int:
         for name, value in stages.items():
             print(stage_line(name, value), file=sys.stderr)
         print(stage_line("total", total), file=sys.stderr)
+        if chunks.first is not None:
+            print(f"  first audio after {chunks.first:.3f} s of synthesis", file=sys.stderr)
         if audio_seconds > 0:
             print(f"  real-time factor {seconds / audio_seconds:.3f} (synthesis only)", file=sys.stderr)
         for report in reports:

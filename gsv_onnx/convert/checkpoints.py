@@ -359,9 +359,8 @@ def detect_sovits_version(
     if header_version is not None:
         head_symbols, head_model, head_lora = header_version
         if head_model != SUPPORTED_VERSION or head_lora:
-            model_version = head_model
-            if structure and structure[0] not in (head_model, "v3/v4") and structure[0] != "v2":
-                evidence.append(f"weights look like {structure[0]}")
+            if structure and structure[0] not in (head_model, "v3/v4", SUPPORTED_VERSION):
+                evidence.append(f"weights that look like {structure[0]}")
             return SovitsVersion(head_model, head_symbols, head_lora or is_lora, header, evidence)
         # header says v2: the weights decide if they say otherwise
         if structure is not None and structure[0] != SUPPORTED_VERSION:

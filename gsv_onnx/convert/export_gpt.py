@@ -377,72 +377,59 @@ def verify_gpt(
 ) -> dict[str, float]:
     """Max abs error of ONNX Runtime against torch on random inputs.
 
-    Runs prefill with a prompt and in reference-free mode, then `steps` chained decode steps fed
-    with the ORT caches. Returns {"prefill_logits", "prefill_cache", "prefill_ref_free_logits",
-    "decode_logits", "decode_cache"} (largest absolute differences).
+    Runs prefill with a prompt and in reference-free mode, then `steps` chained decode steps
+    through the runtime's `GptDecoder` (either decode variant); torch computes each step on the
+    same (ORT) cache, so each error is the step's own. Returns {"prefill_logits",
+    "prefill_cache", "prefill_ref_free_logits", "decode_logits", "decode_cache"}.
     """
     import numpy as np
     import onnxruntime as ort
+
+    from gsv_onnx.runtime.decoder import GptDecoder
+    from gsv_onnx.runtime.options import RuntimeOptions
 
     model = model.eval()
     options = ort.SessionOptions()
     options.log_severity_level = 3
     prefill = ort.InferenceSession(str(paths["gpt_prefill"]), options, providers=["CPUExecutionProvider"])
-    decode = ort.InferenceSession(str(paths["gpt_decode"]), options, providers=["CPUExecutionProvider"])
     phone_ids, bert_features, prompt_codes = _example_inputs(model, text_len=11, prompt_len=7, seed=seed)
     errors: dict[str, float] = {}
 
     def err(a, b) -> float:
         return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - b.detach().numpy().astype(np.float64))))
 
+    feeds = {
+        "phone_ids": phone_ids.numpy(),
+        "bert_features": bert_features.numpy(),
+        "prompt_codes": prompt_codes.numpy(),
+    }
     with torch.no_grad():
         logits, k_cache, v_cache = model.prefill(phone_ids, bert_features, prompt_codes)
-        ort_logits, ort_k, ort_v = prefill.run(
-            None,
-            {
-                "phone_ids": phone_ids.numpy(),
-                "bert_features": bert_features.numpy(),
-                "prompt_codes": prompt_codes.numpy(),
-            },
-        )
+        ort_logits, ort_k, ort_v = prefill.run(None, feeds)
         errors["prefill_logits"] = err(ort_logits, logits)
         errors["prefill_cache"] = max(err(ort_k, k_cache), err(ort_v, v_cache))
         free_logits, _, _ = model.prefill(phone_ids, bert_features, None)
-        ort_free = prefill.run(
-            ["logits"],
-            {
-                "phone_ids": phone_ids.numpy(),
-                "bert_features": bert_features.numpy(),
-                "prompt_codes": np.zeros((1, 0), dtype=np.int64),
-            },
-        )[0]
-        errors["prefill_ref_free_logits"] = err(ort_free, free_logits)
-        layers = model.n_layer
-        position = prompt_codes.shape[1]
-        token = int(torch.argmax(logits[0, :-1]))
-        decode_logits_err = decode_cache_err = 0.0
+        feeds["prompt_codes"] = np.zeros((1, 0), dtype=np.int64)
+        errors["prefill_ref_free_logits"] = err(prefill.run(["logits"], feeds)[0], free_logits)
+
+        decoder = GptDecoder(
+            paths["gpt_prefill"],
+            paths["gpt_decode"],
+            RuntimeOptions(intra_op_threads=1),
+            max_new_tokens=steps,
+        )
+        step_logits = decoder.prefill(phone_ids.numpy(), bert_features.numpy(), prompt_codes.numpy())
+        errors["decode_logits"] = errors["decode_cache"] = 0.0
         for _ in range(steps):
-            feeds = {
-                "token": np.array([[token]], dtype=np.int64),
-                "position": np.array([position], dtype=np.int64),
-            }
-            for i in range(layers):
-                feeds[f"k_cache_{i}"] = np.ascontiguousarray(ort_k[i])
-                feeds[f"v_cache_{i}"] = np.ascontiguousarray(ort_v[i])
-            step_logits, k_new, v_new = decode.run(None, feeds)
-            # torch runs on the same (ORT) cache, so each step's error is the step's own
+            token, position = int(np.argmax(step_logits[:-1])), decoder.position
+            k_now, v_now = (torch.from_numpy(np.ascontiguousarray(c))[:, None] for c in decoder.cache_view())
             t_logits, t_k, t_v = model.decode_step(
-                torch.tensor([[token]]),
-                torch.tensor([position]),
-                torch.from_numpy(ort_k),
-                torch.from_numpy(ort_v),
+                torch.tensor([[token]]), torch.tensor([position]), k_now, v_now
             )
-            decode_logits_err = max(decode_logits_err, err(step_logits, t_logits))
-            decode_cache_err = max(decode_cache_err, err(k_new, t_k), err(v_new, t_v))
-            ort_k = np.concatenate([ort_k, k_new], axis=2)
-            ort_v = np.concatenate([ort_v, v_new], axis=2)
-            token = int(np.argmax(step_logits[0, :-1]))
-            position += 1
-        errors["decode_logits"] = decode_logits_err
-        errors["decode_cache"] = decode_cache_err
+            step_logits = decoder.step(token)
+            k_after, v_after = decoder.cache_view()
+            errors["decode_logits"] = max(errors["decode_logits"], err(step_logits[None], t_logits))
+            errors["decode_cache"] = max(
+                errors["decode_cache"], err(k_after[:, -1], t_k[:, 0, 0]), err(v_after[:, -1], t_v[:, 0, 0])
+            )
     return errors

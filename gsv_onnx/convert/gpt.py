@@ -90,6 +90,13 @@ class SelfAttention(nn.Module):
         self.register_buffer("diag_rows", torch.arange(heads) * (heads + 1), persistent=False)
 
 
+def _linear(x, weight, bias=None):
+    """x @ W^T (+ b). Exported as MatMul with the transposed weight (+ Add) for 2-D and 3-D inputs
+    alike, so the prefill and decode graphs hold byte-identical weights that are stored once."""
+    out = torch.matmul(x, weight.t())
+    return out if bias is None else out + bias
+
+
 class TransformerLayer(nn.Module):
     """One post-norm block: h = LN1(h + attn(h)); h = LN2(h + FFN(h)) (spec §2.2)."""
 
@@ -102,8 +109,10 @@ class TransformerLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
 
     def _finish(self, h, attended):
-        h = self.norm1(h + self.self_attn.out_proj(attended))
-        return self.norm2(h + self.linear2(F.relu(self.linear1(h))))
+        out_proj = self.self_attn.out_proj
+        h = self.norm1(h + _linear(attended, out_proj.weight, out_proj.bias))
+        hidden = F.relu(_linear(h, self.linear1.weight, self.linear1.bias))
+        return self.norm2(h + _linear(hidden, self.linear2.weight, self.linear2.bias))
 
     def forward_full(self, h, hidden_mask):
         """All positions at once. h [1, S, H]; hidden_mask [S, S] bool, True = key hidden.
@@ -112,7 +121,7 @@ class TransformerLayer(nn.Module):
         """
         attn = self.self_attn
         seq, dim = h.shape[1], h.shape[2]
-        q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = _linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
 
         def split(t):  # [1, S, H] -> [heads, S, head_dim]
             return t.reshape(seq, attn.heads, attn.head_dim).transpose(0, 1)
@@ -137,7 +146,7 @@ class TransformerLayer(nn.Module):
         attn = self.self_attn
         heads, head_dim = attn.heads, attn.head_dim
         dim = heads * head_dim
-        q, k_new, v_new = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).split(dim, dim=1)
+        q, k_new, v_new = _linear(x, attn.in_proj_weight, attn.in_proj_bias).split(dim, dim=1)
         q_block = (q.reshape(heads, head_dim, 1) * attn.scaled_eye).reshape(dim, heads)
         scores_cache = torch.matmul(k_cache.reshape(-1, dim), q_block)  # [P, heads]
         score_new = torch.matmul(k_new, q_block)  # [1, heads]
@@ -249,7 +258,7 @@ class Text2SemanticDecoder(nn.Module):
             h, k, v = layer.forward_full(h, hidden_mask)
             k_layers.append(k)
             v_layers.append(v)
-        logits = self.ar_predict_layer(h[:, -1])
+        logits = _linear(h[:, -1], self.ar_predict_layer.weight)
         return logits, torch.stack(k_layers), torch.stack(v_layers)
 
     def decode_step(self, token, position, k_caches, v_caches):
@@ -268,7 +277,8 @@ class Text2SemanticDecoder(nn.Module):
             k_rows.append(k_new)
             v_rows.append(v_new)
         shape = (self.n_layer, 1, 1, self.hidden_dim)
-        return self.ar_predict_layer(x), torch.stack(k_rows).reshape(shape), torch.stack(v_rows).reshape(shape)
+        logits = _linear(x, self.ar_predict_layer.weight)
+        return logits, torch.stack(k_rows).reshape(shape), torch.stack(v_rows).reshape(shape)
 
 
 def build_gpt(model_config: Mapping[str, Any], state_dict: Mapping, what: str) -> Text2SemanticDecoder:

@@ -5,8 +5,8 @@ Precisions (the graph boundary stays float32 whatever the variant):
 * ``fp32``: the graph as exported (returned unchanged).
 * ``fp16``: weights *stored* as float16, each followed by a Cast to float32 that ONNX Runtime
   folds when the session loads, so compute stays fp32 at fp32 speed. Half the disk size; exact for
-  GPT-SoVITS checkpoints, whose weights are fp16 on disk anyway. Only matmul weights are rounded;
-  other tensors (embeddings, the sinusoidal table) become fp16 only where that is exact.
+  GPT-SoVITS checkpoints, whose weights are fp16 on disk anyway. Only MatMul/Gemm/Conv weights
+  are rounded; other tensors (embeddings, the sinusoidal table) become fp16 only where exact.
 * ``int8``: dynamic quantization of every MatMul/Gemm with a constant weight: signed int8 weights
   (QInt8, per output channel), activations quantized per call. ONNX Runtime runs these as
   DynamicQuantizeMatMul, whose x86 kernel uses AVX-512 VNNI / AVX2 int8 dot products; the
@@ -63,7 +63,8 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
             per_channel=True,
             reduce_range=False,
             weight_type=QuantType.QInt8,
-            extra_options={"MatMulConstBOnly": True},
+            # DefaultTensorType: shape inference cannot see through com.microsoft ops (GQA)
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
         )
         _drop_external_data_file_refs(out)
     elif precision == "int4":
@@ -93,12 +94,13 @@ def _store_weights_fp16(model) -> None:
     import onnx
     from onnx import helper, numpy_helper
 
-    weight_inputs = {node.input[1] for node in model.graph.node if node.op_type in ("MatMul", "Gemm")}
+    weight_ops = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+    weight_inputs = {node.input[1] for node in model.graph.node if node.op_type in weight_ops}
     other_inputs = {
         name
         for node in model.graph.node
         for index, name in enumerate(node.input)
-        if not (node.op_type in ("MatMul", "Gemm") and index == 1)
+        if not (node.op_type in weight_ops and index == 1)
     }
     casts = []
     for tensor in model.graph.initializer:
@@ -109,7 +111,7 @@ def _store_weights_fp16(model) -> None:
             continue  # small constants, or values that fp16 cannot hold
         exact = np.array_equal(array.astype(np.float16).astype(np.float32), array)
         if not exact and (tensor.name not in weight_inputs or tensor.name in other_inputs):
-            continue  # rounding is only acceptable for matmul weights (not e.g. the sinusoidal table)
+            continue  # rounding is only acceptable for matmul/conv weights (not e.g. the sinusoidal table)
         name = tensor.name
         half = numpy_helper.from_array(array.astype(np.float16), name=f"{name}__fp16")
         tensor.CopyFrom(half)

@@ -181,3 +181,37 @@ class RuntimeOptions:
     def threads(self) -> int:
         """The effective intra-op thread count."""
         return self.intra_op_threads or default_intra_op_threads()
+
+
+@dataclass(frozen=True)
+class StreamingOptions:
+    """Chunking of token-level streaming (`tts.stream`, docs/streaming.md).
+
+    The vocoder runs on windows of tokens: each chunk emits the audio of `first_chunk_tokens`
+    (first chunk) or `chunk_tokens` (later chunks) new tokens, rendered with up to
+    `left_context_tokens` already-emitted tokens before them and `lookahead_tokens` decoded tokens
+    after them, so the SoVITS decoder sees the context it sees in a whole-utterance run. Joins are
+    cross-faded over `crossfade_samples` samples (equal-power sine window). One token is 1280
+    samples (40 ms) at 32 kHz.
+    """
+
+    first_chunk_tokens: int = 8
+    chunk_tokens: int = 24
+    left_context_tokens: int = 24
+    lookahead_tokens: int = 4
+    crossfade_samples: int = 1280
+
+    def __post_init__(self) -> None:
+        for name in ("first_chunk_tokens", "chunk_tokens"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise OptionsError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("left_context_tokens", "lookahead_tokens", "crossfade_samples"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise OptionsError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.crossfade_samples > 1280 * self.left_context_tokens:
+            raise OptionsError(
+                "crossfade_samples needs that much left context: at most 1280 x left_context_tokens "
+                f"({1280 * self.left_context_tokens}), got {self.crossfade_samples}"
+            )

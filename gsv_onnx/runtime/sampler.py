@@ -170,6 +170,7 @@ def iter_decode(
     max_steps: int = MAX_DECODE_STEPS,
     max_tokens: int | None = None,
     outcome: dict | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> Iterator[int]:
     """Yield generated tokens one by one (upstream's naive loop, spec §2.5-2.6).
 
@@ -177,9 +178,13 @@ def iter_decode(
     the token drawn at a step (at semantic position `len(prompt) + step`) and returns the next
     logits. The token drawn at the stopping step is not yielded. `outcome`, when given, receives
     "stop_reason" and "steps" once the generator ends (also when the consumer stops early).
+    `cancel`, when given, is polled before every step; once it returns True decoding ends with
+    stop_reason "cancelled".
     """
     prompt = np.asarray(prompt_tokens, dtype=np.int64).reshape(-1)
-    sampler = TokenSampler(prompt, params, noise, vocab_size=max(EOS_TOKEN + 1, int(np.shape(first_logits)[-1])))
+    sampler = TokenSampler(
+        prompt, params, noise, vocab_size=max(EOS_TOKEN + 1, int(np.shape(first_logits)[-1]))
+    )
     logits = first_logits
     generated = 0
     stop_reason = "cancelled"
@@ -187,6 +192,9 @@ def iter_decode(
     try:
         stop_reason = "max_steps"
         for idx in range(max_steps):
+            if cancel is not None and cancel():
+                stop_reason = "cancelled"
+                break
             result = sampler.step(logits)
             steps = idx + 1
             if result.stop:
@@ -217,6 +225,7 @@ def decode(
     noise: NoiseSource,
     max_steps: int = MAX_DECODE_STEPS,
     max_tokens: int | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> DecodeResult:
     """Run `iter_decode` to the end, with upstream's handling of the result (spec §2.6).
 
@@ -226,7 +235,9 @@ def decode(
     """
     outcome: dict = {}
     tokens = list(
-        iter_decode(first_logits, step_fn, prompt_tokens, params, noise, max_steps, max_tokens, outcome)
+        iter_decode(
+            first_logits, step_fn, prompt_tokens, params, noise, max_steps, max_tokens, outcome, cancel
+        )
     )
     if outcome["stop_reason"] == "max_steps" and len(np.asarray(prompt_tokens).reshape(-1)) and tokens:
         tokens = tokens[1:]

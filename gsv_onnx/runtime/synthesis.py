@@ -79,6 +79,8 @@ class SynthesisResult(Audio):
     segments: list[SegmentReport] = field(default_factory=list)
     guards: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    piece_index: int = -1  # for stream chunks: the piece of text this chunk belongs to
+    final: bool = True  # for stream chunks: the last chunk of its piece (carries the report)
 
     @property
     def tokens_per_segment(self) -> list[int]:
@@ -114,10 +116,21 @@ def vocoder_frames(n_tokens: int, speed: float) -> int:
 
 
 def prior_noise(rng: np.random.Generator, channels: int, frames: int, noise_scale: float) -> np.ndarray:
-    """ε·noise_scale, ε ~ N(0, 1) of shape [1, channels, frames] (always drawn, so the stream of
-    random numbers does not depend on noise_scale)."""
-    epsilon = rng.standard_normal((1, channels, frames), dtype=np.float32)
-    return epsilon * np.float32(noise_scale)
+    """ε·noise_scale, ε ~ N(0, 1) of shape [1, channels, frames].
+
+    Drawn frame by frame (frame-major), so drawing the frames of an utterance in several pieces
+    (token-level streaming) gives the same numbers as one draw; always drawn, so the stream of
+    random numbers does not depend on noise_scale.
+    """
+    epsilon = rng.standard_normal((frames, channels), dtype=np.float32).T[None]
+    return np.ascontiguousarray(epsilon * np.float32(noise_scale))
+
+
+def seed_generators(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """The two random streams of a run (design.md "Randomness"): the GPT's Exp(1) draws and the
+    SoVITS prior noise, independent so that decoding and vocoding can run in separate threads."""
+    gpt_seq, vocoder_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(gpt_seq), np.random.default_rng(vocoder_seq)
 
 
 def finish_fragment(samples: np.ndarray, sample_rate: int, fragment_interval: float) -> np.ndarray:

@@ -31,17 +31,17 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from gsv_onnx.audio import AudioSource
 from gsv_onnx.bundle import Bundle
-from gsv_onnx.errors import TextError
+from gsv_onnx.errors import OptionsError, TextError
 from gsv_onnx.runtime.bert import BertFeaturizer, load_tokenizer
 from gsv_onnx.runtime.decoder import GptDecoder
-from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions, SynthesisOptions
+from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions, StreamingOptions, SynthesisOptions
 from gsv_onnx.runtime.reference import REF_ENC_BINS, encode_reference
 from gsv_onnx.runtime.sampler import DecodeResult, SamplingParams, decode, exponential_noise
 from gsv_onnx.runtime.sessions import create_session
@@ -52,11 +52,13 @@ from gsv_onnx.runtime.synthesis import (
     TextUnits,
     finish_fragment,
     prior_noise,
+    seed_generators,
     vocoder_frames,
 )
 from gsv_onnx.runtime.voice import Voice
 
 log = logging.getLogger(__name__)
+
 
 def _phonemize(text: str, lang: str) -> Any:
     from gsv_onnx.text import phonemize  # the frontend; imported late so `import gsv_onnx` stays cheap
@@ -79,7 +81,7 @@ def _markup_pattern():
     return _MARKUP
 
 
-def _split_at_pauses(units: TextUnits) -> list[tuple[TextUnits | None, float]]:
+def split_at_pauses(units: TextUnits) -> list[tuple[TextUnits | None, float]]:
     """Runs of phones between pause marks, each with the pause (seconds) before it.
 
     Without pauses: [(units, 0.0)]. A trailing pause gives a (None, seconds) entry.
@@ -152,7 +154,10 @@ class TTS:
 
     @classmethod
     def load(
-        cls, bundle_path: str | os.PathLike, runtime_options: RuntimeOptions | None = None, verify: bool = False
+        cls,
+        bundle_path: str | os.PathLike,
+        runtime_options: RuntimeOptions | None = None,
+        verify: bool = False,
     ) -> TTS:
         """Load the bundle directory at `bundle_path` and create its ONNX Runtime sessions.
 
@@ -191,7 +196,9 @@ class TTS:
         with self._session_lock:
             if self._bert is None:
                 session = create_session(self.bundle.graph_path("bert"), self.runtime_options)
-                self._bert = BertFeaturizer(session, load_tokenizer(self.bundle.tokenizer_path), self.bert_dim)
+                self._bert = BertFeaturizer(
+                    session, load_tokenizer(self.bundle.tokenizer_path), self.bert_dim
+                )
             return self._bert
 
     # -- voices -----------------------------------------------------------------------------------
@@ -269,6 +276,14 @@ class TTS:
             pauses=[(int(p.phone_index), float(p.seconds)) for p in getattr(result, "pauses", [])],
         )
 
+    def gpt_inputs(self, units: TextUnits, voice: Voice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(phone_ids, bert, prompt_codes) for the GPT: the voice's prompt followed by the piece."""
+        if voice.reference_free:
+            return units.phone_ids, units.bert, np.zeros(0, dtype=np.int64)
+        phone_ids = np.concatenate([voice.prompt_phone_ids, units.phone_ids])
+        bert = np.concatenate([voice.prompt_bert, units.bert], axis=1)
+        return phone_ids, bert, voice.prompt_codes
+
     def phones_to_tokens(
         self,
         units: TextUnits,
@@ -276,23 +291,15 @@ class TTS:
         options: SynthesisOptions | None = None,
         rng: np.random.Generator | None = None,
         max_tokens: int | None = None,
+        cancel: Callable[[], bool] | None = None,
     ) -> DecodeResult:
-        """Semantic tokens for one piece: GPT prefill on [prompt ; piece], then the sampler loop."""
+        """Semantic tokens for one piece: GPT prefill on [prompt ; piece], then the sampler loop.
+
+        `rng` supplies the Exp(1) draws (a generator seeded from `options.seed` when None).
+        """
         options = options or SynthesisOptions()
-        rng = rng if rng is not None else np.random.default_rng(resolve_seed(options.seed))
-        if voice.reference_free:
-            phone_ids, bert = units.phone_ids, units.bert
-            prompt = np.zeros(0, dtype=np.int64)
-        else:
-            phone_ids = np.concatenate([voice.prompt_phone_ids, units.phone_ids])
-            bert = np.concatenate([voice.prompt_bert, units.bert], axis=1)
-            prompt = voice.prompt_codes
-        params = SamplingParams(
-            top_k=options.top_k,
-            top_p=options.top_p,
-            temperature=options.temperature,
-            repetition_penalty=options.repetition_penalty,
-        )
+        rng = rng if rng is not None else seed_generators(resolve_seed(options.seed))[0]
+        phone_ids, bert, prompt = self.gpt_inputs(units, voice)
         decoder = self.decoder
 
         def step(token: int, position: int) -> np.ndarray:
@@ -304,10 +311,11 @@ class TTS:
                 logits,
                 step,
                 prompt,
-                params,
+                sampling_params(options),
                 exponential_noise(rng),
                 max_steps=options.max_decode_steps,
                 max_tokens=max_tokens,
+                cancel=cancel,
             )
 
     def tokens_to_audio(
@@ -323,10 +331,9 @@ class TTS:
         """The SoVITS waveform (float32 [samples], not peak-normalized) of tokens for target phones.
 
         `noise`: ε·noise_scale of shape [1, inter_channels, frames] to inject; by default drawn
-        from `rng` (a fresh random generator when None).
+        from `rng` (a fresh random generator when None) with `prior_noise`.
         """
         tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        phone_ids = np.asarray(phone_ids, dtype=np.int64).reshape(1, -1)
         frames = vocoder_frames(tokens.shape[1], float(speed))
         if noise is None:
             rng = rng if rng is not None else np.random.default_rng()
@@ -334,21 +341,29 @@ class TTS:
         noise = np.ascontiguousarray(noise, dtype=np.float32)
         if noise.shape != (1, self.inter_channels, frames):
             raise ValueError(f"noise must have shape [1, {self.inter_channels}, {frames}], got {noise.shape}")
+        return self.vocode(tokens, phone_ids, voice.ge, speed, noise)
+
+    def vocode(
+        self, tokens: np.ndarray, phone_ids: np.ndarray, ge: np.ndarray, speed: float, noise: np.ndarray
+    ) -> np.ndarray:
+        """One run of sovits_decoder.onnx; returns float32 [samples]."""
         (audio,) = self.sovits.run(
             ["audio"],
             {
-                "semantic_codes": tokens,
-                "phone_ids": phone_ids,
-                "ge": np.ascontiguousarray(voice.ge, dtype=np.float32),
+                "semantic_codes": np.asarray(tokens, dtype=np.int64).reshape(1, -1),
+                "phone_ids": np.asarray(phone_ids, dtype=np.int64).reshape(1, -1),
+                "ge": np.ascontiguousarray(ge, dtype=np.float32),
                 "speed": np.asarray([speed], dtype=np.float32),
-                "noise": noise,
+                "noise": np.ascontiguousarray(noise, dtype=np.float32),
             },
         )
         return np.asarray(audio, dtype=np.float32).reshape(-1)
 
     # -- synthesis --------------------------------------------------------------------------------
 
-    def _options(self, options: SynthesisOptions | None, seed: int | None, overrides: dict) -> SynthesisOptions:
+    def _options(
+        self, options: SynthesisOptions | None, seed: int | None, overrides: dict
+    ) -> SynthesisOptions:
         options = options or SynthesisOptions()
         if overrides:
             options = options.with_changes(**overrides)
@@ -356,39 +371,42 @@ class TTS:
             options = options.with_changes(seed=seed)
         return options
 
-    def _token_bound(self, n_phones: int, options: SynthesisOptions) -> int:
+    def token_bound(self, n_phones: int, options: SynthesisOptions) -> int:
+        """The guard's bound on tokens for a piece of `n_phones` phones."""
         bound = max(options.min_max_tokens, math.ceil(options.max_tokens_per_phone * n_phones))
         return min(bound, options.max_decode_steps)
 
+    _token_bound = token_bound
+
     def _decode_part(
-        self, units: TextUnits, voice: Voice, options: SynthesisOptions, rng: np.random.Generator
+        self,
+        units: TextUnits,
+        voice: Voice,
+        options: SynthesisOptions,
+        rng: np.random.Generator,
+        cancel: Callable[[], bool] | None,
     ) -> tuple[DecodeResult, int, list[str]]:
         """Tokens for one run of phones, with the token bound and the short-decode retry."""
-        max_tokens = self._token_bound(units.n_phones, options)
+        max_tokens = self.token_bound(units.n_phones, options)
         min_tokens = options.min_tokens_per_phone * units.n_phones
-        result = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens)
+        result = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens, cancel=cancel)
         attempts = 1
         # A decoder that gives up at once (EOS right after the 11 forced steps) on a long piece:
         # try again with fresh noise; greedy decoding would only repeat itself.
-        while len(result.tokens) < min_tokens and attempts <= options.short_decode_retries and options.top_k > 1:
-            retry = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens)
+        while (
+            len(result.tokens) < min_tokens
+            and attempts <= options.short_decode_retries
+            and options.top_k > 1
+            and result.stop_reason != "cancelled"
+        ):
+            retry = self.phones_to_tokens(units, voice, options, rng, max_tokens=max_tokens, cancel=cancel)
             attempts += 1
             if len(retry.tokens) > len(result.tokens):
                 result = retry
-        guards = []
-        if len(result.tokens) < min_tokens:
-            guards.append("short_decode")
-        if result.stop_reason == "max_tokens":
-            guards.append("token_limit")
-        if result.bad_zero_prediction:
-            guards.append("bad_zero_prediction")
-        return result, attempts, guards
+        return result, attempts, decode_guards(result, min_tokens)
 
-    def _segment(
-        self, index: int, piece: str, lang: str, voice: Voice, options: SynthesisOptions, rng: np.random.Generator
-    ) -> tuple[np.ndarray, SegmentReport] | None:
-        """Synthesize one piece; None when the frontend finds nothing to say (upstream skips it)."""
-        started = time.perf_counter()
+    def _units_or_skip(self, index: int, piece: str, lang: str) -> TextUnits | None:
+        """The piece's phones, or None (logged) when the frontend finds nothing to say in it."""
         try:
             units = self.text_to_phones(piece, lang)
         except TextError as exc:
@@ -398,6 +416,24 @@ class TTS:
             return None
         if units.n_phones == 0 and not units.pauses:
             return None
+        return units
+
+    def _segment(
+        self,
+        index: int,
+        piece: str,
+        lang: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        gpt_rng: np.random.Generator,
+        vocoder_rng: np.random.Generator,
+        cancel: Callable[[], bool] | None = None,
+    ) -> tuple[np.ndarray, SegmentReport] | None:
+        """Synthesize one piece; None when the frontend finds nothing to say (upstream skips it)."""
+        started = time.perf_counter()
+        units = self._units_or_skip(index, piece, lang)
+        if units is None:
+            return None
         text_seconds = time.perf_counter() - started
         gpt_seconds = vocoder_seconds = 0.0
         waves: list[np.ndarray] = []
@@ -405,15 +441,16 @@ class TTS:
         guards: list[str] = []
         attempts = 0
         stop_reason = "eos"
-        n_samples = 0
-        for part, pause_before in _split_at_pauses(units):
+        for part, pause_before in split_at_pauses(units):
             if pause_before > 0:
                 waves.append(np.zeros(int(round(self.sample_rate * pause_before)), dtype=np.float32))
             if part is None:
                 continue
             started = time.perf_counter()
-            result, part_attempts, part_guards = self._decode_part(part, voice, options, rng)
+            result, part_attempts, part_guards = self._decode_part(part, voice, options, gpt_rng, cancel)
             gpt_seconds += time.perf_counter() - started
+            if result.stop_reason == "cancelled":
+                return None
             attempts += part_attempts
             guards.extend(g for g in part_guards if g not in guards)
             if result.stop_reason != "eos":
@@ -421,7 +458,7 @@ class TTS:
             tokens.append(result.tokens)
             started = time.perf_counter()
             wave = self.tokens_to_audio(
-                result.tokens, part.phone_ids, voice, options.speed_factor, options.noise_scale, rng
+                result.tokens, part.phone_ids, voice, options.speed_factor, options.noise_scale, vocoder_rng
             )
             vocoder_seconds += time.perf_counter() - started
             waves.append(wave)
@@ -442,7 +479,7 @@ class TTS:
             seconds={"text": text_seconds, "gpt": gpt_seconds, "vocoder": vocoder_seconds},
         )
         for guard in guards:
-            log.warning("%s", _guard_message(guard, report, self._token_bound(units.n_phones, options)))
+            log.warning("%s", guard_message(guard, report, self.token_bound(units.n_phones, options)))
         return wave, report
 
     def _pieces(self, text: str, lang: str, options: SynthesisOptions) -> list[str]:
@@ -464,29 +501,58 @@ class TTS:
         lang: str = "auto",
         seed: int | None = None,
         options: SynthesisOptions | None = None,
+        *,
+        granularity: str = "tokens",
+        streaming: StreamingOptions | None = None,
+        cancel: Callable[[], bool] | None = None,
         **overrides: Any,
     ) -> Iterator[SynthesisResult]:
-        """Yield one `SynthesisResult` per piece of text (its audio followed by its silence).
+        """Yield the audio of `text` in chunks while it is being made.
 
-        Memory stays bounded whatever the text length: pieces are phonemized, decoded and vocoded
-        one at a time. Errors in the arguments (options, voice, empty text) raise before the first
-        chunk; a `TextError` is raised at the end when no piece had anything to say.
+        `granularity="tokens"` (default, see runtime/streaming.py): the vocoder runs on chunks of
+        newly decoded tokens while the GPT keeps decoding in a second thread, so the first audio
+        comes after a few tokens; chunk sizes are in `streaming` (`StreamingOptions`).
+        `granularity="pieces"`: one chunk per piece of text, exactly as `synthesize` makes it.
+
+        Each chunk is a `SynthesisResult`; the last chunk of each piece has `final=True` and that
+        piece's report in `segments`. Memory stays bounded whatever the text length. Argument
+        errors (options, voice, empty text, language) raise before the first chunk; a `TextError`
+        is raised at the end when no piece had anything to say. `cancel()` returning True, or
+        closing the generator, stops decoding within one step.
         """
         options = self._options(options, seed, overrides)
         voice = self._voice(voice)
         pieces = self._pieces(text, lang, options)
         used_seed = resolve_seed(options.seed)
-        return self._stream(pieces, lang, voice, options, used_seed)
+        if granularity == "pieces":
+            return self._stream_pieces(pieces, lang, voice, options, used_seed, cancel)
+        if granularity != "tokens":
+            raise OptionsError(f"granularity must be 'tokens' or 'pieces', got {granularity!r}")
+        from gsv_onnx.runtime.streaming import stream_tokens
 
-    def _stream(
-        self, pieces: list[str], lang: str, voice: Voice, options: SynthesisOptions, used_seed: int
+        return stream_tokens(
+            self, pieces, lang, voice, options, used_seed, streaming or StreamingOptions(), cancel
+        )
+
+    def _stream_pieces(
+        self,
+        pieces: list[str],
+        lang: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        used_seed: int,
+        cancel: Callable[[], bool] | None,
     ) -> Iterator[SynthesisResult]:
-        rng = np.random.default_rng(used_seed)
+        gpt_rng, vocoder_rng = seed_generators(used_seed)
         produced = 0
         for index, piece in enumerate(pieces):
+            if cancel is not None and cancel():
+                return
             started = time.perf_counter()
-            done = self._segment(index, piece, lang, voice, options, rng)
+            done = self._segment(index, piece, lang, voice, options, gpt_rng, vocoder_rng, cancel)
             if done is None:
+                if cancel is not None and cancel():
+                    return
                 continue
             wave, report = done
             produced += 1
@@ -497,8 +563,10 @@ class TTS:
                 sample_rate=self.sample_rate,
                 seed=used_seed,
                 segments=[report],
-                guards=[_guard_message(g, report, None) for g in report.guards],
+                guards=[guard_message(g, report, None) for g in report.guards],
                 timings=timings,
+                piece_index=index,
+                final=True,
             )
         if not produced:
             raise TextError("the text has nothing to say after normalization; give some words")
@@ -510,6 +578,8 @@ class TTS:
         lang: str = "auto",
         seed: int | None = None,
         options: SynthesisOptions | None = None,
+        *,
+        cancel: Callable[[], bool] | None = None,
         **overrides: Any,
     ) -> SynthesisResult:
         """Speak `text` with `voice`; returns the whole audio with per-piece reports.
@@ -525,7 +595,9 @@ class TTS:
         guards: list[str] = []
         timings = {"text": 0.0, "gpt": 0.0, "vocoder": 0.0}
         used_seed = 0
-        for chunk in self.stream(text, voice, lang, seed, options, **overrides):
+        for chunk in self.stream(
+            text, voice, lang, seed, options, granularity="pieces", cancel=cancel, **overrides
+        ):
             chunks.append(chunk.samples)
             segments.extend(chunk.segments)
             guards.extend(chunk.guards)
@@ -534,7 +606,7 @@ class TTS:
                 timings[stage] += chunk.timings.get(stage, 0.0)
         timings["total"] = time.perf_counter() - started
         return SynthesisResult(
-            samples=np.concatenate(chunks),
+            samples=np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32),
             sample_rate=self.sample_rate,
             seed=used_seed,
             segments=segments,
@@ -543,7 +615,29 @@ class TTS:
         )
 
 
-def _guard_message(guard: str, report: SegmentReport, max_tokens: int | None) -> str:
+def sampling_params(options: SynthesisOptions) -> SamplingParams:
+    """The sampler's four knobs from the options."""
+    return SamplingParams(
+        top_k=options.top_k,
+        top_p=options.top_p,
+        temperature=options.temperature,
+        repetition_penalty=options.repetition_penalty,
+    )
+
+
+def decode_guards(result: DecodeResult, min_tokens: float) -> list[str]:
+    """Names of the guards a decode result trips."""
+    guards = []
+    if len(result.tokens) < min_tokens:
+        guards.append("short_decode")
+    if result.stop_reason == "max_tokens":
+        guards.append("token_limit")
+    if result.bad_zero_prediction:
+        guards.append("bad_zero_prediction")
+    return guards
+
+
+def guard_message(guard: str, report: SegmentReport, max_tokens: int | None) -> str:
     where = f"segment {report.index} ({report.n_phones} phones)"
     if guard == "token_limit":
         bound = f" ({max_tokens})" if max_tokens else ""
@@ -556,4 +650,3 @@ def _guard_message(guard: str, report: SegmentReport, max_tokens: int | None) ->
     if guard == "bad_zero_prediction":
         return f"{where}: bad_zero_prediction: the GPT produced no token; one silent token used"
     return f"{where}: {guard}"
-

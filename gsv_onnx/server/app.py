@@ -87,7 +87,7 @@ class TTSParams(BaseModel):
 
     Extensions: `voice` (a stored voice instead of `ref_audio_path`) and `noise_scale`.
     Accepted for compatibility without effect on this engine: batch_size, batch_threshold,
-    split_bucket, parallel_infer, sample_steps, super_sampling, overlap_length, min_chunk_length.
+    split_bucket, parallel_infer, sample_steps, super_sampling, overlap_length.
     """
 
     text: str | None = Field(None, description="text to say (required)")
@@ -119,14 +119,17 @@ class TTSParams(BaseModel):
         "wav", description=f"one of {', '.join(API_V2_MEDIA)} (raw = 16-bit PCM, no header)"
     )
     streaming_mode: bool | int = Field(
-        False, description="0/false: whole file; 1/true, 2, 3: stream the body piece by piece as it is made"
+        False,
+        description="0/false: whole file; 1/true: stream one chunk per piece of text (fragment mode); "
+        "2: stream audio while tokens are decoded (first audio after a few tokens); "
+        "3: as 2 with fixed chunks of min_chunk_length tokens",
     )
     parallel_infer: bool = Field(True, description="accepted, no effect")
     repetition_penalty: float = 1.35
     sample_steps: int = Field(32, description="accepted, no effect (v3/v4 only upstream)")
     super_sampling: bool = Field(False, description="accepted, no effect (v3 only upstream)")
     overlap_length: int = Field(2, description="accepted, no effect")
-    min_chunk_length: int = Field(16, description="accepted, no effect")
+    min_chunk_length: int = Field(16, description="streaming_mode 3: tokens per chunk (40 ms each)")
     noise_scale: float = Field(0.5, description="SoVITS prior noise scale (0 = deterministic vocoder)")
 
 
@@ -230,17 +233,31 @@ class FrameMiddleware:
         request_id = given_id if _REQUEST_ID.match(given_id) else uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
         endpoint = _endpoint_label(scope.get("path", ""))
-        state = {"status": 0, "started": False}
+        state = {"status": 0, "started": False, "too_large": False, "replaced": False}
+        received = 0
 
-        async def send_wrapper(message) -> None:
+        async def emit(message) -> None:
             if message["type"] == "http.response.start":
                 state["started"] = True
                 state["status"] = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = list(message["headers"]) + [(b"x-request-id", request_id.encode())]
+                message["headers"] = list(message.get("headers", [])) + [
+                    (b"x-request-id", request_id.encode())
+                ]
             await send(message)
 
-        received = 0
+        async def refuse(error: ApiError) -> None:
+            await _send_error(emit, error, request_id)
+
+        async def send_wrapper(message) -> None:
+            if state["replaced"]:
+                return
+            if state["too_large"] and message["type"] == "http.response.start" and not state["started"]:
+                # The app saw its body cut off (Starlette reports that as a 400 parse error):
+                # answer 413 instead, whatever the app made of it.
+                state["replaced"] = True
+                await refuse(_too_large(received, self.config.max_upload_bytes))
+                return
+            await emit(message)
 
         async def receive_wrapper():
             nonlocal received
@@ -248,11 +265,9 @@ class FrameMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.body_limit:
+                    state["too_large"] = True
                     raise _BodyTooLarge()
             return message
-
-        async def refuse(error: ApiError) -> None:
-            await _send_error(send_wrapper, error, request_id)
 
         try:
             if self.config.api_key and scope.get("path") != "/health":
@@ -273,8 +288,8 @@ class FrameMiddleware:
                 await refuse(_too_large(int(length), self.config.max_upload_bytes))
                 return
             await self.app(scope, receive_wrapper, send_wrapper)
-        except Exception as exc:
-            too_large = isinstance(exc, _BodyTooLarge) or isinstance(exc.__cause__, _BodyTooLarge)
+        except Exception:
+            too_large = state["too_large"]
             if state["started"]:
                 if not too_large:
                     log.exception("request %s failed after its response started", request_id)
@@ -544,8 +559,15 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             headers["X-Seed"] = str(seed)
         return Response(content=data, media_type=CONTENT_TYPES[fmt], headers=headers)
 
-    def synth_chunks(voice, text: str, lang: str, options: dict[str, Any]) -> Callable:
-        """The job's generator factory: resolves the voice and calls `TTS.stream` in the worker."""
+    def synth_chunks(
+        voice, text: str, lang: str, options: dict[str, Any], token_chunks: tuple[int, int] | None = None
+    ) -> Callable:
+        """The job's generator factory: resolves the voice and calls `TTS.stream` in the worker.
+
+        `token_chunks` None: one chunk per piece of text (the audio `synthesize` makes);
+        (first, later): token-level streaming, chunks of that many new tokens (0 = the runtime's
+        defaults), the first audio after a few decoded tokens.
+        """
         current = app.state.tts
 
         def make_chunks(cancel=None):
@@ -553,6 +575,14 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             kwargs = dict(options)
             if cancel is not None and _accepts(current.stream, "cancel"):
                 kwargs["cancel"] = cancel
+            if _accepts(current.stream, "granularity"):
+                kwargs["granularity"] = "pieces" if token_chunks is None else "tokens"
+                if token_chunks and token_chunks[0] > 0:
+                    from gsv_onnx.runtime.options import StreamingOptions
+
+                    kwargs["streaming"] = StreamingOptions(
+                        first_chunk_tokens=token_chunks[0], chunk_tokens=token_chunks[1]
+                    )
             return current.stream(text, resolved, lang=lang, **kwargs)
 
         return make_chunks
@@ -582,6 +612,8 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             raise ApiError(
                 400, f"streaming_mode {params.streaming_mode!r} is invalid; use 0-3 (or true/false)"
             )
+        if mode == 3 and not 1 <= params.min_chunk_length <= 500:
+            raise ApiError(400, f"min_chunk_length must be 1..500 tokens, got {params.min_chunk_length}")
         options = {
             "top_k": params.top_k,
             "top_p": params.top_p,
@@ -613,7 +645,14 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
         else:
             raise ApiError(400, "ref_audio_path is required (or 'voice', the name of a stored voice)")
         job = admit()
-        make_chunks = synth_chunks(voice, text, lang, options)
+        # Mode 1 streams whole pieces (upstream's fragment mode); 2 and 3 stream tokens as they are
+        # decoded: 2 with the runtime's chunking, 3 with fixed chunks of min_chunk_length tokens.
+        token_chunks = None
+        if mode == 2:
+            token_chunks = (0, 0)
+        elif mode == 3:
+            token_chunks = (params.min_chunk_length, params.min_chunk_length)
+        make_chunks = synth_chunks(voice, text, lang, options, token_chunks)
         return await respond(request, job, make_chunks, media, mode > 0, None, "/tts")
 
     @app.get(
@@ -736,7 +775,8 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
         voice = store.load(params.voice)
         job = admit()
         rate_out = OPENAI_PCM_RATE if fmt == "pcm" else None
-        make_chunks = synth_chunks(voice, text, lang, options)
+        # Streamed speech starts after a few decoded tokens; a whole file is made piece by piece.
+        make_chunks = synth_chunks(voice, text, lang, options, (0, 0) if params.stream else None)
         return await respond(request, job, make_chunks, fmt, params.stream, rate_out, "/v1/audio/speech")
 
     # -- voices --------------------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""The benchmark's fixed workload, shared by the ONNX and the PyTorch workers (numpy only).
+
+A "10 s utterance" is 250 semantic tokens (25 tokens/s, 1280 samples of 32 kHz audio each). The
+models have random weights, so EOS would come at a random step; every engine therefore decodes with
+the EOS logit set to -inf, which makes each run decode exactly the requested number of tokens
+(and never changes the cost of a step).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Target text: 45 Chinese characters, ~86 phones, about 10 s when spoken.
+TARGET_TEXT = "在这个阳光明媚的早晨，我们一起去公园散步，看看湖边的柳树和刚刚开放的花朵，听听鸟儿的歌声。"
+#: Transcript of the synthetic reference clip (its content does not matter to the timings).
+PROMPT_TEXT = "这是一段用来测试速度的参考音频。"
+LANG = "zh"
+#: Length of the synthetic reference: 3.2 s -> (3.2 + 0.6) * 25 = 95 prompt codes, so that
+#: prompt phones + prompt codes + target phones come to about 200 prefill positions.
+REFERENCE_SECONDS = 3.2
+REFERENCE_RATE = 32000
+
+#: Tokens decoded per utterance (250 = 10 s of audio).
+DEFAULT_TOKENS = 250
+#: The micro-benchmark prefill: 120 text phones + 80 prompt codes = 200 positions.
+PREFILL_PROMPT_CODES = 80
+DEFAULT_PREFILL_POSITIONS = 200
+#: Cache lengths at which single decode steps are timed.
+DEFAULT_PROBE_POSITIONS = (200, 700, 1200)
+#: Timed steps per probe position (after 3 untimed ones).
+DEFAULT_PROBE_STEPS = 20
+PROBE_WARMUP_STEPS = 3
+#: Upstream's SoVITS prior noise scale.
+NOISE_SCALE = 0.5
+BERT_DIM = 1024
+PHONE_VOCAB = 732
+CODE_VOCAB = 1024
+
+
+def reference_clip(
+    seconds: float = REFERENCE_SECONDS, rate: int = REFERENCE_RATE, seed: int = 0
+) -> np.ndarray:
+    """A deterministic speech-like mono clip: a gliding harmonic tone in 4 Hz syllables plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 150 + 40 * np.sin(2 * math.pi * 0.7 * t)
+    phase = 2 * math.pi * np.cumsum(pitch) / rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 9))
+    syllables = 0.5 * (1 - np.cos(2 * math.pi * 4 * t)) ** 2
+    wave = 0.25 * voiced * syllables + 0.01 * rng.standard_normal(t.shape[0])
+    return wave.astype(np.float32)
+
+
+def reference_wav_bytes(seconds: float = REFERENCE_SECONDS, rate: int = REFERENCE_RATE) -> bytes:
+    """`reference_clip` encoded as a 16-bit WAV file in memory."""
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, reference_clip(seconds, rate), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def gpt_inputs(
+    positions: int, prompt_codes: int = PREFILL_PROMPT_CODES, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Synthetic GPT prefill inputs of `positions` rows: (phone_ids [1, T], bert [1, 1024, T], codes [1, P]).
+
+    T = positions - P text phones (at least 1); P prompt codes.
+    """
+    prompt_codes = min(prompt_codes, positions - 1)
+    text_len = positions - prompt_codes
+    rng = np.random.default_rng(seed + positions)
+    return (
+        rng.integers(0, PHONE_VOCAB, (1, text_len), dtype=np.int64),
+        (rng.standard_normal((1, BERT_DIM, text_len)) * 0.5).astype(np.float32),
+        rng.integers(0, CODE_VOCAB, (1, prompt_codes), dtype=np.int64),
+    )
+
+
+def prior_noise(channels: int, frames: int, seed: int = 0) -> np.ndarray:
+    """ε·noise_scale for the SoVITS prior, float32 [1, channels, frames]."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((1, channels, frames)) * NOISE_SCALE).astype(np.float32)
+
+
+def mask_eos(logits: np.ndarray, eos: int) -> np.ndarray:
+    """Set the EOS logit to -inf in place (any shape whose last axis is the vocabulary); returns it."""
+    if logits.shape[-1] > eos:
+        logits[..., eos] = -np.inf
+    return logits
+
+
+class NoEosDecoder:
+    """Wraps a `GptDecoder` so that EOS can never be drawn nor be the argmax.
+
+    `TTS` calls `decoder.prefill(...)` and `decoder.step(token)`; with this wrapper in place of
+    `tts.decoder` every utterance decodes exactly the token bound it is given. Everything else is
+    passed through to the wrapped decoder.
+    """
+
+    def __init__(self, decoder: Any, eos: int) -> None:
+        self._decoder = decoder
+        self._eos = int(eos)
+
+    def prefill(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return mask_eos(self._decoder.prefill(*args, **kwargs), self._eos)
+
+    def step(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        return mask_eos(self._decoder.step(*args, **kwargs), self._eos)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._decoder, name)
+
+
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """median, p90, mean, min, max of a list of numbers (all NaN when empty)."""
+    array = np.asarray(list(values), dtype=np.float64)
+    if array.size == 0:
+        nan = float("nan")
+        return {"median": nan, "p90": nan, "mean": nan, "min": nan, "max": nan}
+    return {
+        "median": float(np.median(array)),
+        "p90": float(np.percentile(array, 90)),
+        "mean": float(np.mean(array)),
+        "min": float(np.min(array)),
+        "max": float(np.max(array)),
+    }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MB (10^6 bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes
+    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+
+
+def current_rss_mb() -> float | None:
+    """This process's resident set size now, in MB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    import os
+
+    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
