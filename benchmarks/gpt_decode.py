@@ -55,6 +55,7 @@ def build_graphs(
         if precision == "fp32":
             continue
         variant = {k: v.with_name(f"{v.stem}.{precision}.onnx") for k, v in paths.items() if k != "gpt_data"}
+        variant["gpt_data"] = fp32_dir / f"gpt.{precision}.onnx.data"
         if not variant["gpt_decode"].exists():
             start = time.perf_counter()
             variant = quantize_gpt(paths, precision)

@@ -59,6 +59,9 @@ GRAPH_CONTRACTS: dict[str, dict[str, list[tuple[str, str]]]] = {
     },
 }
 GRAPH_NAMES = tuple(GRAPH_CONTRACTS)
+# Inputs a graph may declare beyond its contract: the GroupQueryAttention decode graph (the
+# converter's default, design.md (b)) also takes the cache length.
+OPTIONAL_INPUTS: dict[str, list[tuple[str, str]]] = {"gpt_decode": [("cache_len", "int64")]}
 
 # ONNX TensorProto element types -> numpy-style names used in the manifest
 _ONNX_DTYPES = {
@@ -462,9 +465,10 @@ def _check_contracts(manifest: Mapping[str, Any], manifest_path: Path) -> None:
         declared_inputs = {io["name"]: io.get("dtype") for io in entry["inputs"]}
         declared_outputs = {io["name"]: io.get("dtype") for io in entry["outputs"]}
         required_inputs = dict(contract["inputs"])
+        optional_inputs = dict(OPTIONAL_INPUTS.get(name, []))
         problems = []
         missing = [n for n in required_inputs if n not in declared_inputs]
-        extra = [n for n in declared_inputs if n not in required_inputs]
+        extra = [n for n in declared_inputs if n not in required_inputs and n not in optional_inputs]
         missing_out = [n for n, _ in contract["outputs"] if n not in declared_outputs]
         if missing:
             problems.append(f"missing inputs {missing}")
@@ -472,7 +476,7 @@ def _check_contracts(manifest: Mapping[str, Any], manifest_path: Path) -> None:
             problems.append(f"unexpected inputs {extra}")
         if missing_out:
             problems.append(f"missing outputs {missing_out}")
-        for io_name, dtype in [*contract["inputs"], *contract["outputs"]]:
+        for io_name, dtype in [*contract["inputs"], *optional_inputs.items(), *contract["outputs"]]:
             got = declared_inputs.get(io_name, declared_outputs.get(io_name))
             if got is not None and got != dtype:
                 problems.append(f"{io_name} is {got}, not {dtype}")

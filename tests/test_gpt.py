@@ -53,12 +53,14 @@ def tiny_model() -> Text2SemanticDecoder:
 
 @pytest.fixture(scope="module")
 def tiny_graphs(tiny_model, tmp_path_factory):
-    return export_gpt(tiny_model, tmp_path_factory.mktemp("gpt"))
+    """The "cache_read" decode form: design.md (b) with [1, P, H] cache inputs that are only read."""
+    return export_gpt(tiny_model, tmp_path_factory.mktemp("gpt"), decode_attention="cache_read")
 
 
 @pytest.fixture(scope="module")
 def gqa_graphs(tiny_model, tmp_path_factory):
-    return export_gpt(tiny_model, tmp_path_factory.mktemp("gpt_gqa"), decode_attention="gqa")
+    """The default export: GroupQueryAttention on in-place buffers."""
+    return export_gpt(tiny_model, tmp_path_factory.mktemp("gpt_gqa"))
 
 
 @pytest.fixture(params=["cache_read", "gqa"])
@@ -183,6 +185,28 @@ def test_export_writes_contract_graphs(tiny_graphs):
     weight_bytes = 4 * sum(p.numel() for p in Text2SemanticDecoder.from_config(TINY_CONFIG).parameters())
     pe_bytes = 4 * 4000 * 64
     assert tiny_graphs["gpt_data"].stat().st_size < 1.1 * (weight_bytes + pe_bytes)
+
+
+def test_default_decode_graph_keeps_the_contract_names(gqa_graphs):
+    import onnx
+
+    from gsv_onnx.bundle import OPTIONAL_INPUTS, graph_contract
+
+    def signature(values):
+        return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in values}
+
+    decode = onnx.load(str(gqa_graphs["gpt_decode"]), load_external_data=False)
+    inputs, outputs = signature(decode.graph.input), signature(decode.graph.output)
+    contract = graph_contract("gpt_decode", 2)
+    optional = {name for name, _ in OPTIONAL_INPUTS["gpt_decode"]}
+    assert set(inputs) == {name for name, _ in contract["inputs"]} | optional
+    assert {name for name, _ in contract["outputs"]} <= set(outputs)
+    assert inputs["k_cache_1"] == [1, 4, "C", 16] and inputs["cache_len"] == [1]
+    assert outputs["k_present_1"] == [1, 4, "C", 16] and outputs["k_new"] == [2, 1, 1, 64]
+    attention = [n for n in decode.graph.node if n.op_type == "GroupQueryAttention"]
+    assert len(attention) == 2
+    for i in range(2):  # the cache buffers feed only the attention operator
+        assert [n.op_type for n in decode.graph.node if f"k_cache_{i}" in n.input] == ["GroupQueryAttention"]
 
 
 def test_ort_matches_torch(tiny_model, any_graphs):
@@ -455,18 +479,18 @@ def test_fp16_variant_is_exact_for_fp16_weights(tiny_graphs):
     assert max_error < 1e-5 and agreement == 1.0  # random_init_ weights are fp16-exact
 
 
-def test_int8_variant_quantizes_weights_not_the_cache(tiny_graphs):
+def test_int8_variant_quantizes_weights_not_the_cache(any_graphs):
     import onnx
 
     from gsv_onnx.convert.quantize import quantize_gpt
 
-    variant = quantize_gpt(tiny_graphs, "int8")
+    variant = quantize_gpt(any_graphs, "int8")
     graph = onnx.load(str(variant["gpt_decode"])).graph
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
     assert len(int8_weights) == 2 * 4 + 1  # in_proj, out_proj, linear1, linear2 per layer + ar_predict_layer
     for name in ("k_cache_0", "v_cache_1"):  # the cache products stay float
-        assert [n.op_type for n in graph.node if name in n.input] == ["Reshape"]
-    reference = GptDecoder(tiny_graphs["gpt_prefill"], tiny_graphs["gpt_decode"], ONE_THREAD)
+        assert [n.op_type for n in graph.node if name in n.input] in (["Reshape"], ["GroupQueryAttention"])
+    reference = GptDecoder(any_graphs["gpt_prefill"], any_graphs["gpt_decode"], ONE_THREAD)
     quantized = GptDecoder(variant["gpt_prefill"], variant["gpt_decode"], ONE_THREAD)
     max_error, agreement = _teacher_forced(reference, quantized, 20)
     assert 1e-4 < max_error < 0.5  # really quantized, still close (logit std about 2)

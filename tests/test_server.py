@@ -8,13 +8,17 @@ measuring its length and level, and comparing bytes between runs with the same s
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import io
+import logging
 import os
 import shutil
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -143,9 +147,18 @@ def env(bundle_path, tmp_path_factory):
         ref_dirs=[str(refs)],
         bundle_dirs=[str(bundle_path.parent)],
     )
+    timeout_config = ServerConfig(
+        bundle=str(bundle_path),
+        voices=str(root / "voices-timeout"),
+        workers=1,
+        queue_size=1,
+        request_timeout=1.0,
+        ref_dirs=[str(refs)],
+    )
     with (
         ServerThread(create_app(main_config, tts)) as main,
         ServerThread(create_app(tight_config, tts)) as tight,
+        ServerThread(create_app(timeout_config, tts)) as short,
     ):
         client = httpx.Client(base_url=main.url, headers=AUTH, timeout=60)
         tight_client = httpx.Client(base_url=tight.url, timeout=60)
@@ -159,6 +172,7 @@ def env(bundle_path, tmp_path_factory):
         yield SimpleNamespace(
             main=main,
             tight=tight,
+            short=short,
             client=client,
             tight_client=tight_client,
             refs=refs,
@@ -675,3 +689,65 @@ def test_metrics_exposition(env):
         "gsv_audio_seconds_total",
     ):
         assert needle in text, needle
+
+
+# -- timeouts and faults --------------------------------------------------------------------------------------
+
+
+def test_request_timeout_is_504_and_stops_the_job(env):
+    url = env.short.url
+    response = httpx.get(f"{url}/tts", params=tts_query(text=LONG_TEXT, media_type="raw"), timeout=30)
+    assert_error(response, 504, "timeout")
+    engine = env.short.app.state.engine
+    assert wait_until(lambda: engine.running == 0 and engine.admitted == 0, timeout=5)
+    # A stream past its timeout is cut off: the client never sees a complete body. (On a loaded
+    # machine the first piece may itself take over a second: then it is a 504 before the stream.)
+    try:
+        response = httpx.get(
+            f"{url}/tts", params=tts_query(text=LONG_TEXT, streaming_mode=1, media_type="raw"), timeout=30
+        )
+    except httpx.RemoteProtocolError:
+        pass
+    else:
+        assert_error(response, 504, "timeout")
+    assert wait_until(lambda: engine.running == 0 and engine.admitted == 0, timeout=5)
+
+
+@contextmanager
+def faulty_stream(tts: TTS, transform):
+    """Pass every chunk of `tts.stream` through `transform` (fault injection on the real runtime)."""
+    original = tts.stream
+
+    @functools.wraps(original)
+    def stream(*args, **kwargs):
+        for chunk in original(*args, **kwargs):
+            yield transform(chunk)
+
+    tts.stream = stream
+    try:
+        yield
+    finally:
+        del tts.stream
+
+
+def test_silence_is_never_a_200(env):
+    def silence(chunk):
+        return dataclasses.replace(chunk, samples=np.zeros_like(chunk.samples))
+
+    with faulty_stream(env.tts, silence):
+        assert_error(env.client.get("/tts", params=tts_query()), 500, "silence")
+        assert_error(env.client.get("/tts", params=tts_query(streaming_mode=1)), 500, "silence")
+        body = {"input": SHORT_TEXT, "voice": "alice", "lang": "en", "stream": True}
+        assert_error(env.client.post("/v1/audio/speech", json=body), 500, "silence")
+
+
+def test_internal_fault_is_a_logged_json_500(env, caplog):
+    def explode(chunk):
+        raise RuntimeError("injected fault")
+
+    with caplog.at_level(logging.ERROR, logger="gsv_onnx.server"), faulty_stream(env.tts, explode):
+        response = env.client.get("/tts", params=tts_query(), headers={"X-Request-ID": "fault-42"})
+    body = assert_error(response, 500, "fault-42")
+    assert body["request_id"] == "fault-42" and "injected" not in body["message"]
+    assert "fault-42" in caplog.text and "injected fault" in caplog.text
+    assert env.main.app.state.engine.admitted == 0

@@ -98,6 +98,7 @@ class BenchConfig:
     probe_positions: Sequence[int] = wl.DEFAULT_PROBE_POSITIONS
     probe_steps: int = wl.DEFAULT_PROBE_STEPS
     rebuild: bool = False
+    profile: bool = False
     worker_timeout_s: float = 3600.0
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
 
@@ -276,6 +277,21 @@ def run_onnx(bundle: Path, config: BenchConfig) -> dict[str, Any]:
     if config.threads is not None:
         args += ["--threads", str(config.threads)]
     return _run_worker("gsv_onnx.bench.onnx_worker", args, config, f"the measurement of {bundle}")
+
+
+def run_profile(bundle: Path, config: BenchConfig) -> dict[str, Any]:
+    """ONNX Runtime's per-op profile of a decode step and a vocoder call, in a fresh process."""
+    args = [
+        "--bundle",
+        str(bundle),
+        "--positions",
+        str(config.prefill_positions),
+        "--tokens",
+        str(config.tokens),
+    ]
+    if config.threads is not None:
+        args += ["--threads", str(config.threads)]
+    return _run_worker("gsv_onnx.bench.profile", args, config, f"the profile of {bundle}")
 
 
 def run_reference(models, config: BenchConfig) -> dict[str, Any]:
@@ -458,9 +474,15 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append(machine_line(machine))
     threads = results[columns[0]].get("threads")
+    threads = int(threads) if _is_number(threads) else threads
     lines.append(
         f"ONNX Runtime threads per session: {threads}; first audio: {results[columns[0]].get('first_audio_mode')}"
     )
+    if have_reference:
+        lines.append(
+            f"PyTorch reference: the project's gsv_onnx.convert modules in fp32, {config['reference_threads']} "
+            "torch threads (OMP_WAIT_POLICY=PASSIVE), K/V cache grown by torch.cat every step (upstream's naive path)"
+        )
     lines.append("")
     header = ["metric (median, min-max)", *headers]
     lines.append("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
@@ -477,6 +499,12 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(
             f"  {check['target']:<48} {check['precision']:<5} {check['value']:.3g} (limit {check['limit']:g}): {status}"
         )
+    if report.get("profiles"):
+        from gsv_onnx.bench.profile import format_profile
+
+        lines.append("")
+        for precision, profile in report["profiles"].items():
+            lines.append(format_profile(precision, profile))
     bundles = report.get("bundles", {})
     if bundles:
         lines.append("")
@@ -552,4 +580,9 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         for p in config.precisions:
             results[p]["vs_reference"] = report["ratios"][p]
     report["targets"] = check_targets(results)
+    if config.profile:
+        report["profiles"] = {}
+        for precision in config.precisions:
+            config.log(f"bench: profiling {precision} ...")
+            report["profiles"][precision] = run_profile(bundles[precision], config)
     return report

