@@ -11,8 +11,9 @@ Writes into gsv_onnx/data/demo/ (or --out):
 The models keep every size V2 hard-codes (so the graphs have the real contracts: 732 phones,
 1024-dim BERT input, 768-dim HuBERT, 1024 x 768 codebook, 704 ref_enc bins, MRTE 512, flow and
 text-encoder hidden 192) and shrink everything the configs choose: a 1-layer 32-wide GPT, a small
-SoVITS (filter 64, 2 layers, HiFi-GAN 32 channels), the tiny HuBERT and RoBERTa. The weights are
-random, so the demo speaks noise. Needs the [convert] extra (torch, transformers, onnx).
+SoVITS (filter 64, 2 layers, HiFi-GAN 32 channels), a 1-layer HuBERT and a 1,000-token RoBERTa
+whose graph runs one layer. The weights are random, so the demo speaks noise. The floor is the
+SoVITS flow: 4 couplings of a 192-wide, kernel-5 WaveNet (about 10 M weights) that V2 fixes. Needs the [convert] extra (torch, transformers, onnx).
 
     python scripts/make_demo_bundle.py [--out DIR] [--precision int4|int8|fp16|fp32] [--seed N]
 """
@@ -31,6 +32,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "gsv_onnx" / "data" / "demo"
+DEMO_HUBERT_LAYERS = 1  # of the tiny HuBERT's 2 (hidden size 768 stays: SoVITS needs it)
+DEMO_BERT_VOCAB = 1000  # tokens kept of the tiny RoBERTa's 3,000 (hidden size 1024 stays: the GPT needs it)
 REFERENCE_RATE = 32000
 REFERENCE_SECONDS = 3.5
 REFERENCE_TEXT = "这是一段用来演示的参考音频。"
@@ -76,8 +79,62 @@ def write_demo_models(directory: Path, seed: int):
     sovits_weight = {k: v.detach().half() for k, v in sovits_model.state_dict().items()}
     write_sovits_checkpoint(paths.sovits, weight=sovits_weight, config=sovits_cfg)
     make_random_hubert_dir(paths.hubert, size="tiny", seed=seed + 2)
+    keep_hubert_layers(paths.hubert, DEMO_HUBERT_LAYERS)
     make_random_bert_dir(paths.bert, size="tiny", seed=seed + 3)
+    keep_bert_vocabulary(paths.bert, DEMO_BERT_VOCAB, DEMO_TEXT + REFERENCE_TEXT)
     return paths
+
+
+def _load_weights(directory: Path):
+    import torch
+
+    return torch.load(directory / "pytorch_model.bin", map_location="cpu", weights_only=True)
+
+
+def _save_weights(directory: Path, state: dict, config: dict) -> None:
+    import torch
+
+    torch.save(state, directory / "pytorch_model.bin")
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def keep_hubert_layers(directory: Path, layers: int) -> None:
+    """Drop the HuBERT transformer layers past `layers` (config and weights stay consistent)."""
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    state = _load_weights(directory)
+    dropped = tuple(f"encoder.layers.{i}." for i in range(layers, int(config["num_hidden_layers"])))
+    state = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    config["num_hidden_layers"] = layers
+    _save_weights(directory, state, config)
+
+
+def keep_bert_vocabulary(directory: Path, size: int, must_have: str) -> None:
+    """Keep the first `size` tokens of the BERT vocabulary (specials, punctuation, ASCII, then
+    the most frequent characters), plus the characters of `must_have`; token ids below `size`
+    keep their rows, so the tokenizer's special-token ids do not change."""
+    tokenizer_path = directory / "tokenizer.json"
+    tokenizer = json.loads(tokenizer_path.read_text(encoding="utf-8"))
+    vocab: dict[str, int] = tokenizer["model"]["vocab"]
+    kept_ids = sorted(i for i in vocab.values() if i < size)
+    kept_ids += sorted({vocab[c] for c in must_have if vocab.get(c, -1) >= size})
+    new_id = {old: new for new, old in enumerate(kept_ids)}
+    tokenizer["model"]["vocab"] = {
+        t: new_id[i] for t, i in sorted(vocab.items(), key=lambda x: x[1]) if i in new_id
+    }
+    for added in tokenizer.get("added_tokens", []):
+        added["id"] = new_id[added["id"]]
+    tokenizer_path.write_text(json.dumps(tokenizer, ensure_ascii=False), encoding="utf-8")
+
+    config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    state = _load_weights(directory)
+    rows = list(kept_ids)
+    for key in ("bert.embeddings.word_embeddings.weight", "cls.predictions.bias"):
+        state[key] = state[key][rows].clone()
+    # the MLM decoder is tied to the word embeddings, as transformers saves it
+    state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
+    state["cls.predictions.decoder.bias"] = state["cls.predictions.bias"]
+    config["vocab_size"] = len(rows)
+    _save_weights(directory, state, config)
 
 
 def synthetic_reference(

@@ -295,6 +295,30 @@ def test_decode_cache_inputs_follow_n_layer(bundle_dir):
         Bundle.load(bundle_dir)
 
 
+def test_optional_decode_input_is_accepted_with_its_dtype(tmp_path):
+    directory = tmp_path / "gqa.gsv"
+    _write_bundle(directory)
+    contract = graph_contract("gpt_decode", N_LAYER)
+    _make_graph(
+        directory / "gpt_decode.onnx",
+        [*contract["inputs"], ("cache_len", "int64")],
+        contract["outputs"],
+        "gpt.onnx.data",
+    )
+    _write_bundle_manifest_only(directory)
+    bundle = Bundle.load(directory)
+    assert "cache_len" in [io["name"] for io in bundle.graph_io("gpt_decode")["inputs"]]
+
+    def float_len(manifest):
+        for io in manifest["graphs"]["gpt_decode"]["inputs"]:
+            if io["name"] == "cache_len":
+                io["dtype"] = "float32"
+
+    _edit_manifest(directory, float_len)
+    with pytest.raises(BundleError, match="cache_len is float32, not int64"):
+        Bundle.load(directory)
+
+
 def test_unsupported_model_version(bundle_dir):
     _edit_manifest(bundle_dir, lambda m: m.update(model_version="v4"))
     with pytest.raises(BundleError, match="model_version 'v4' is not supported"):

@@ -390,3 +390,34 @@ def test_shipped_demo_runs_without_torch(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "demo.wav").is_file() and "noise, not speech" in done.stderr
+
+
+# -- gsv say --stream ---------------------------------------------------------------------------------
+
+
+def test_say_stream_to_file_has_the_whole_length(speak_env, voice_file, tmp_path):  # noqa: F811
+    common = ["--voice", str(voice_file), "--seed", "2", "--top-k", "1", "--noise-scale", "0", "--quiet"]
+    assert say(speak_env, "流式输出测试。", *common, "-o", str(tmp_path / "whole.wav")) == 0
+    assert say(speak_env, "流式输出测试。", *common, "--stream", "-o", str(tmp_path / "stream.wav")) == 0
+    whole, _ = sf.read(tmp_path / "whole.wav", dtype="float32")
+    streamed, _ = sf.read(tmp_path / "stream.wav", dtype="float32")
+    assert whole.shape == streamed.shape
+    error = np.sum((whole - streamed) ** 2)
+    assert error == 0 or 10 * np.log10(np.sum(whole**2) / error) > 40
+
+
+def test_say_stream_to_stdout_writes_a_streaming_wav(speak_env, voice_file, capsysbinary):  # noqa: F811
+    assert say(speak_env, "标准输出。", "--voice", str(voice_file), "--stream", "-o", "-", "--quiet") == 0
+    data = capsysbinary.readouterr().out
+    assert data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt "
+    assert len(data) > 44 and (len(data) - 44) % 2 == 0
+    samples, rate = sf.read(io.BytesIO(data[:44] + data[44:]), dtype="int16", frames=(len(data) - 44) // 2)
+    assert rate == 32000 and samples.size == (len(data) - 44) // 2
+
+
+def test_say_pcm_to_stdout(speak_env, voice_file, capsysbinary):  # noqa: F811
+    assert (
+        say(speak_env, "原始数据。", "--voice", str(voice_file), "-o", "-", "--format", "pcm", "--quiet") == 0
+    )
+    data = capsysbinary.readouterr().out
+    assert len(data) > 0 and len(data) % 2 == 0

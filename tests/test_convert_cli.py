@@ -244,3 +244,17 @@ def test_manifest_is_plain_json(tiny_bundle):
         assert len(entry["sha256"]) == 64
         for io in entry["inputs"] + entry["outputs"]:
             assert set(io) == {"name", "dtype", "shape"}
+
+
+def test_make_test_models_cli(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("in the way")
+    assert main(["make-test-models", "--size", "tiny", "-o", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert "gsv make-test-models: error: cannot write test models" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as info:
+        main(["make-test-models", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--size", "tiny", "full", "-o", "--seed"):
+        assert option in out

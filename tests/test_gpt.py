@@ -302,6 +302,9 @@ def test_gqa_decoder_writes_in_place_without_copies(gqa_graphs):
     assert decoder.in_place
     session = decoder.decode_session
     logits = decoder.prefill(*_inputs(300, 20))
+    # rows past the cache are never read: poison them
+    decoder.k_buffer[:, :, decoder.cache_len :] = np.nan
+    decoder.v_buffer[:, :, decoder.cache_len :] = np.nan
     addresses = (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data)
     cache_bytes = sum(c.nbytes for c in decoder.cache_view())
     tracemalloc.start()
@@ -322,10 +325,11 @@ def test_gqa_decoder_writes_in_place_without_copies(gqa_graphs):
             step_peak = tracemalloc.get_traced_memory()[1] - baseline
             assert step_peak < cache_bytes / 8, f"a step allocated {step_peak} bytes (cache: {cache_bytes})"
             assert (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data) == addresses
-            plain = session.run(None, plain_feeds)
-            assert np.array_equal(logits, plain[0][0])
+            plain = session.run(["logits", "k_present_0", "k_new"], plain_feeds)
+            assert np.isfinite(logits).all() and np.array_equal(logits, plain[0][0])
             # the new row landed in the buffer at row cache_len, as in ORT's own present output
             assert np.array_equal(decoder.k_buffer[0][:, cache_len], plain[1][0][:, cache_len])
+            assert np.array_equal(plain[2][0, 0, 0], plain[1][0][:, cache_len].reshape(-1))
     finally:
         tracemalloc.stop()
 

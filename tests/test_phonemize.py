@@ -29,7 +29,19 @@ def _check_consistent(result: PhonemizeResult) -> None:
 
 
 def test_languages_constant():
-    assert LANGUAGES == ("auto", "auto_yue", "en", "zh", "ja", "ko", "yue", "all_zh", "all_ja", "all_yue", "all_ko")
+    assert LANGUAGES == (
+        "auto",
+        "auto_yue",
+        "en",
+        "zh",
+        "ja",
+        "ko",
+        "yue",
+        "all_zh",
+        "all_ja",
+        "all_yue",
+        "all_ko",
+    )
 
 
 def test_zh_result_fields():

@@ -1,8 +1,9 @@
 """The HTTP server end to end: real uvicorn servers on loopback, the tiny bundle, httpx clients.
 
-Two servers share one loaded `TTS` (each runs uvicorn in a thread of this process, on a port the
-OS picked): `main` (2 workers, an API key, small limits) and `tight` (1 worker, no queue) for
-queue-full and cancellation. Random weights make noise, so audio is checked by decoding it,
+Three servers share one loaded `TTS` (each runs uvicorn in a thread of this process, on a port
+the OS picked): `main` (2 workers, an API key, small limits), `tight` (1 worker, no queue) for
+queue-full and cancellation, and `short` (a 1 s request timeout). One more test starts the real
+`gsv serve` command in a subprocess. Random weights make noise, so audio is checked by decoding it,
 measuring its length and level, and comparing bytes between runs with the same seed.
 """
 
@@ -399,8 +400,12 @@ def read_stream(client, method: str, url: str, **kwargs) -> tuple[list[bytes], l
 
 
 def test_tts_streaming_arrives_in_several_chunks(env):
+    # Upstream's clients send streaming_mode=true in the query string (fragment mode).
     chunks, arrivals, response = read_stream(
-        env.client, "POST", "/tts", json=tts_query(text=THREE_PIECES, streaming_mode=1, media_type="wav")
+        env.client,
+        "GET",
+        "/tts",
+        params=tts_query(text=THREE_PIECES, streaming_mode="true", media_type="wav"),
     )
     assert response.status_code == 200, response.text
     assert len(chunks) >= 3, len(chunks)
@@ -531,6 +536,8 @@ def test_non_streaming_client_that_gives_up_cancels_its_job(env):
     with pytest.raises(httpx.ReadTimeout):
         httpx.get(f"{env.tight.url}/tts", params=query, timeout=httpx.Timeout(10, read=0.8))
     assert wait_until(lambda: tight_health(env)["running"] == 0, timeout=5), tight_health(env)
+    closed = 'gsv_requests_total{endpoint="/tts",status="499"}'  # counted as "client closed request"
+    assert wait_until(lambda: closed in env.tight_client.get("/metrics").text, timeout=5)
     assert env.tight_client.get("/tts", params=tts_query(media_type="raw")).status_code == 200
 
 
@@ -751,3 +758,72 @@ def test_internal_fault_is_a_logged_json_500(env, caplog):
     assert body["request_id"] == "fault-42" and "injected" not in body["message"]
     assert "fault-42" in caplog.text and "injected fault" in caplog.text
     assert env.main.app.state.engine.admitted == 0
+
+
+# -- configuration and the `gsv serve` command -------------------------------------------------------------------
+
+
+def test_config_sources_in_order(tmp_path):
+    from gsv_onnx.server.config import ConfigError
+
+    config_file = tmp_path / "serve.json"
+    config_file.write_text('{"server": {"bundle": "b.gsv", "workers": 3, "port": 7000, "ref_dirs": ["r1"]}}')
+    env = {"GSV_PORT": "8000", "GSV_REF_DIRS": f"r2{os.pathsep}r3", "GSV_API_KEY": "k", "OTHER": "x"}
+    config = ServerConfig.load(config_file, env=env, workers=5, host=None)
+    assert (config.bundle, config.workers, config.port) == ("b.gsv", 5, 8000)
+    assert config.ref_dirs == ["r2", "r3"] and config.api_key == "k" and config.host == "127.0.0.1"
+    with pytest.raises(ConfigError, match="unknown setting"):
+        ServerConfig.load(None, env={}, bundle="b", colour="blue")
+    with pytest.raises(ConfigError, match="workers"):
+        ServerConfig.load(None, env={"GSV_WORKERS": "0"}, bundle="b")
+    with pytest.raises(ConfigError, match="port"):
+        ServerConfig.load(None, env={"GSV_PORT": "eighty"}, bundle="b")
+    with pytest.raises(ConfigError, match="bundle"):
+        ServerConfig.load(None, env={})
+
+
+def test_gsv_serve_command_runs_a_server(bundle_path, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, GSV_PORT=str(port), GSV_API_KEY="cli-key", GSV_VOICES=str(tmp_path / "voices"))
+    command = [
+        sys.executable,
+        "-m",
+        "gsv_onnx.cli",
+        "serve",
+        "--bundle",
+        str(bundle_path),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return process.poll() is not None
+
+        assert wait_until(up, timeout=60, interval=0.2)
+        assert process.poll() is None, process.stdout.read().decode(errors="replace")
+        assert httpx.get(f"{url}/v1/voices", timeout=5).status_code == 401
+        listed = httpx.get(f"{url}/v1/voices", headers={"Authorization": "Bearer cli-key"}, timeout=5)
+        assert listed.status_code == 200 and listed.json() == {"voices": []}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    # A bad setting is one line and exit status 2, as every gsv command.
+    from gsv_onnx.cli import main
+
+    assert main(["serve", "--bundle", str(bundle_path), "--workers", "0"]) == 2
+    assert "workers must be >= 1" in capsys.readouterr().err

@@ -279,3 +279,42 @@ def test_verify_passes_and_catches_a_mutated_weight(model, graphs):
         mutated.ref_enc.slf_attn.w_vs.weight[5, 9] += 0.5
     with pytest.raises(SovitsGraphMismatchError, match="ref_enc"):
         verify_sovits(mutated, graphs, **quick)
+
+
+# ---------------------------------------------------------------------------------------------
+# Precision variants (quantize_sovits_graph)
+
+
+def test_int8_variant_quantizes_wide_hifigan_convs_and_verifies(model, graphs, tmp_path):
+    import onnx
+
+    from gsv_onnx.convert.export_sovits import is_reduced_precision
+    from gsv_onnx.convert.quantize import quantize_sovits_graph, sovits_int8_nodes
+
+    fp32_graph = onnx.load(str(graphs["sovits_decoder"]))
+    nodes = sovits_int8_nodes(fp32_graph)
+    # tiny model: upsample_initial_channel 64 -> only stage 0 (32 channels, resblocks 0-2) qualifies
+    assert len(nodes) == 18 and all("/dec/resblocks." in n and n.split("/")[2][-1] in "012" for n in nodes)
+    out = quantize_sovits_graph(graphs["sovits_decoder"], "int8", out_path=tmp_path / "dec.int8.onnx")
+    assert is_reduced_precision(out)
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("DequantizeLinear") >= 2 * len(nodes)  # weights and activations of each conv
+    errors = verify_sovits(
+        model, {"sovits_decoder": out, "ref_enc": graphs["ref_enc"]}, speeds=(1.0,), num_tokens=10
+    )
+    assert 20 < errors["sovits_decoder_snr_db"] < 100  # lossy, yet well above the acceptance floor
+    # ref_enc stays fp32 in an int8 bundle
+    assert quantize_sovits_graph(graphs["ref_enc"], "int8") == graphs["ref_enc"]
+
+
+def test_fp16_variant_halves_weights_and_verifies(model, graphs, tmp_path):
+    from gsv_onnx.convert.quantize import quantize_sovits_graph
+
+    paths = {
+        name: quantize_sovits_graph(graphs[name], "fp16", out_path=tmp_path / f"{name}.fp16.onnx")
+        for name in ("sovits_decoder", "ref_enc")
+    }
+    assert paths["sovits_decoder"].stat().st_size < 0.6 * graphs["sovits_decoder"].stat().st_size
+    errors = verify_sovits(model, paths, speeds=(1.25,), num_tokens=10)
+    assert errors["sovits_decoder_snr_db"] > 50
+    assert errors["ref_enc"] < 1e-2

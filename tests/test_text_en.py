@@ -155,9 +155,10 @@ def test_short_oov_is_spelled_and_possessive_rules() -> None:
 def test_compounds_are_split_with_wordsegment() -> None:
     lexicon = english._lexicon()
     assert "thisisatest" not in lexicon
-    assert english.lookup_word("thisisatest") == lexicon["this"] + lexicon["is"] + english._spell(
-        "a", lexicon
-    ) + lexicon["test"]
+    assert (
+        english.lookup_word("thisisatest")
+        == lexicon["this"] + lexicon["is"] + english._spell("a", lexicon) + lexicon["test"]
+    )
 
 
 def test_neural_oov_prediction() -> None:
@@ -174,14 +175,14 @@ def test_output_mapping_rules() -> None:
     assert "-" in out and "," in out and out[-1] == "!"
     for text in ["", "   ", "!!!", "'", "ok", "The U.S.A. in 1999, at 13:30, costs $3.50 (75%)."]:
         result = english.g2p(text)
-        assert len(result.phones) >= 4
+        assert result.phones  # never empty: short results get a leading ","
         assert all(p in symbol_to_id for p in result.phones), result.phones
         assert result.word2ph is None
 
 
 def test_bare_uw_is_dropped() -> None:
-    # upstream removes the stressless "UW" symbol (the GRU can emit it); nothing else is removed
-    assert "UW" not in symbol_to_id or True  # the V2 table's UW0/UW1/UW2 stay
+    # upstream removes the stressless "UW" symbol (the GRU can emit it; it is not in the V2 table)
+    assert "UW" not in symbol_to_id
     for word in ("youtube", "you", "juice"):
         assert "UW" not in phones(word)
 
@@ -206,7 +207,10 @@ def _parity_segments(lang: str) -> list[dict]:
         pytest.skip("tests/data/frontend_parity.jsonl is not present")
     rows = [json.loads(line) for line in PARITY.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [
-        {"id": row["id"], "set": row["set"], **seg} for row in rows for seg in row["segments"] if seg["lang"] == lang
+        {"id": row["id"], "set": row["set"], **seg}
+        for row in rows
+        for seg in row["segments"]
+        if seg["lang"] == lang
     ]
 
 

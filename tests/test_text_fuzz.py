@@ -34,6 +34,7 @@ _SPECIAL = list(
     "𠀀𪚥𫠠"
 ) + ["{行|hang2}", "[pause:0.3]", "{read|R EH1 D}", "[pause:", "{|}", "...", "——", "\r\n"]
 
+
 def _not_hangul(ch: str) -> bool:
     # Hangul still comes from _SPECIAL; drawing it from all 11k syllables as well would spend most
     # of the run inside g2pk2 (about 0.25 s a call) without covering anything new

@@ -13,8 +13,6 @@ from gsv_onnx.text.chinese.numbers import read_cardinal, read_digits, read_numbe
 from gsv_onnx.text.chinese.pinyin_phones import respell, split_syllable
 from gsv_onnx.text.symbols import SYMBOLS, UNK_ID, phone_to_id, symbol_to_id
 
-
-
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "docs" / "upstream-v2-spec.md"
 
 
@@ -103,7 +101,14 @@ def test_every_split_gives_table_symbols():
 @pytest.mark.parametrize(
     ("initial", "final", "written"),
     [("g", "uei", "gui"), ("l", "iou", "liu"), ("d", "uen", "dun"), ("", "i", "yi"), ("", "ing", "ying")]
-    + [("", "u", "wu"), ("", "v", "yu"), ("", "van", "yuan"), ("", "ia", "ya"), ("", "uo", "wo"), ("", "e", "e")],
+    + [
+        ("", "u", "wu"),
+        ("", "v", "yu"),
+        ("", "van", "yuan"),
+        ("", "ia", "ya"),
+        ("", "uo", "wo"),
+        ("", "e", "e"),
+    ],
 )
 def test_respell(initial, final, written):
     assert respell(initial, final) == written

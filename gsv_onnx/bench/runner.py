@@ -51,14 +51,19 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("GPT prefill, {prefill} positions (ms)", "prefill_ms", "{:.0f}"),
     ("decode median (ms/token)", "decode_ms_per_token", "{:.2f}"),
     ("decode p90 (ms/token)", "decode_ms_p90", "{:.2f}"),
+    ("decode CPU time, all threads (ms/token)", "decode_cpu_ms_per_token", "{:.2f}"),
     ("decode step at {position} (ms)", "@", "{:.2f}"),
     ("step growth {last} / {first} (x)", "decode_growth", "{:.2f}"),
     ("sampler (ms/token)", "sampler_ms_per_token", "{:.3f}"),
     ("vocoder RTF, {tokens} tokens", "vocoder_rtf", "{:.3f}"),
+    ("vocoder CPU s / audio s", "vocoder_cpu_rtf", "{:.3f}"),
     ("end-to-end RTF, {seconds} s utterance", "e2e_rtf", "{:.3f}"),
+    ("end-to-end CPU s / audio s", "e2e_cpu_rtf", "{:.3f}"),
     ("end-to-end RTF, first call", "e2e_first_rtf", "{:.3f}"),
     ("time to first audio (s)", "first_audio_s", "{:.2f}"),
     ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+    ("peak RSS after load (MB)", "peak_rss_load_mb", "{:.0f}"),
+    ("RSS after load (MB)", "rss_after_load_mb", "{:.0f}"),
 )
 
 #: Metrics where the PyTorch/ONNX ratio is reported (a ratio > 1 means gsv-onnx is better).
@@ -473,6 +478,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{config['runs']} run(s), each engine in a fresh process"
     )
     lines.append(machine_line(machine))
+    during = machine.get("load_average_during")
+    if during:
+        lines.append(
+            f"1-min load average while measuring: median {during['median']:.1f} "
+            f"({during['min']:.1f}-{during['max']:.1f}) on {machine['usable_cpus']} CPUs"
+        )
     threads = results[columns[0]].get("threads")
     threads = int(threads) if _is_number(threads) else threads
     lines.append(
@@ -554,6 +565,19 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     results = {p: aggregate(collected[p]) for p in config.precisions}
     reference = aggregate(collected[REFERENCE]) if reference_models is not None else {"skipped": skipped}
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    during = [
+        run[key][0]
+        for runs in collected.values()
+        for run in runs
+        for key in ("load_average_start", "load_average_end")
+        if isinstance(run.get(key), list)
+    ]
+    if during:
+        machine["load_average_during"] = {
+            "median": sorted(during)[len(during) // 2],
+            "min": min(during),
+            "max": max(during),
+        }
     report: dict[str, Any] = {
         "machine": machine,
         "config": {

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,8 +58,19 @@ class _Reference:
         self.sovits = sovits
         self.eos = eos
 
-    def decode(self, logits, k_cache, v_cache, prompt: list[int], tokens: int, step_ms=None, sample_ms=None):
-        """`tokens` tokens after a prefill (EOS masked); optional per-step timings in ms."""
+    def decode(
+        self,
+        logits,
+        k_cache,
+        v_cache,
+        prompt: list[int],
+        tokens: int,
+        step_ms=None,
+        sample_ms=None,
+        cpu_ms=None,
+    ):
+        """`tokens` tokens after a prefill (EOS masked); optional per-step wall/CPU/sampler ms."""
+        cpu_ms = cpu_ms if cpu_ms is not None else []
         import torch
 
         from gsv_onnx.convert.gpt import reference_sample
@@ -67,7 +79,7 @@ class _Reference:
         generated: list[int] = []
         for step in range(tokens):
             if step > 0:
-                start = time.perf_counter()
+                start, start_cpu = time.perf_counter(), time.process_time()
                 token = torch.tensor([[generated[-1]]], dtype=torch.int64)
                 position = torch.tensor([len(prompt) + step - 1], dtype=torch.int64)
                 logits, k_new, v_new = self.gpt.decode_step(token, position, k_cache, v_cache)
@@ -75,6 +87,7 @@ class _Reference:
                 v_cache = torch.cat([v_cache, v_new], dim=2)
                 if step_ms is not None:
                     step_ms.append(_ms(start))
+                    cpu_ms.append((time.process_time() - start_cpu) * 1000)
             start = time.perf_counter()
             logits[0, self.eos] = float("-inf")
             token_id, _ = reference_sample(
@@ -111,6 +124,7 @@ def measure(
     """Run the workload once through the PyTorch modules; returns the ONNX worker's keys."""
     result: dict[str, Any] = {"engine": "pytorch", "first_audio_mode": "none (whole utterance)"}
     result["rss_start_mb"] = wl.current_rss_mb()
+    result["load_average_start"] = list(os.getloadavg())
     start = time.perf_counter()
     import torch
 
@@ -138,6 +152,7 @@ def measure(
     featurizer = BertFeaturizer(_TorchBertSession(bert_module), load_tokenizer(bert_tokenizer_file(bert_dir)))
     result["load_s"] = time.perf_counter() - start
     result["rss_after_load_mb"] = wl.current_rss_mb()
+    result["peak_rss_load_mb"] = wl.peak_rss_mb()
     result["threads"] = threads
     result["precision"] = "fp32"
     reference = _Reference(gpt, sovits, gpt.eos)
@@ -202,9 +217,7 @@ def measure(
         total = time.perf_counter() - started
         return total, {"text": text_s, "gpt": gpt_s, "vocoder": vocoder_s}, int(wave.shape[-1])
 
-    # 3. cold utterance
-    total, _, samples = utterance()
-    result["e2e_first_rtf"] = total / (samples / rate)
+    # 3. (no cold utterance: it would only add minutes; the warm one is measured below)
 
     # 4. GPT
     phone_ids, bert, codes = (torch.from_numpy(a) for a in wl.gpt_inputs(prefill_positions))
@@ -215,10 +228,12 @@ def measure(
     result["prefill_positions"] = int(phone_ids.shape[1] + codes.shape[1])
     step_ms: list[float] = []
     sample_ms: list[float] = []
+    cpu_ms: list[float] = []
     # tokens + 1 sampling steps give `tokens` timed decode steps, as in the ONNX worker
     generated = reference.decode(
-        logits, k_cache, v_cache, [int(c) for c in codes[0]], tokens + 1, step_ms, sample_ms
+        logits, k_cache, v_cache, [int(c) for c in codes[0]], tokens + 1, step_ms, sample_ms, cpu_ms
     )[:tokens]
+    result["decode_cpu_ms_per_token"] = wl.summarize(cpu_ms)["median"]
     stats = wl.summarize(step_ms)
     result["decode_ms_per_token"] = stats["median"]
     result["decode_ms_p90"] = stats["p90"]
@@ -245,13 +260,16 @@ def measure(
 
     # 5. vocoder
     noise = wl.prior_noise(inter_channels, 2 * len(generated))
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     wave = reference.vocode(generated, target.phone_ids, ge, noise)
     result["vocoder_s"] = time.perf_counter() - start
     result["vocoder_rtf"] = result["vocoder_s"] / (wave.shape[-1] / rate)
+    result["vocoder_cpu_rtf"] = (time.process_time() - start_cpu) / (wave.shape[-1] / rate)
 
     # 6. the utterance, warm
+    start_cpu = time.process_time()
     total, stages, samples = utterance()
+    result["e2e_cpu_rtf"] = (time.process_time() - start_cpu) / (samples / rate)
     if samples != tokens * 2 * hop:
         raise RuntimeError(f"the reference utterance gave {samples} samples instead of {tokens * 2 * hop}")
     result["e2e_s"] = total
@@ -261,8 +279,8 @@ def measure(
     for stage, seconds in stages.items():
         result[f"e2e_{stage}_s"] = seconds
     result["first_audio_s"] = total  # no streaming on upstream's naive path
-    result["stream_rtf"] = result["e2e_rtf"]
     result["peak_rss_mb"] = wl.peak_rss_mb()
+    result["load_average_end"] = list(os.getloadavg())
     return result
 
 

@@ -80,18 +80,24 @@ def run(args: argparse.Namespace) -> int:
     from gsv_onnx.convert import require_torch
 
     require_torch()
-    from gsv_onnx.convert.pipeline import convert
+    from gsv_onnx.convert.pipeline import ConvertError, convert
 
-    summary = convert(
-        args.gpt,
-        args.sovits,
-        args.hubert,
-        args.bert,
-        args.output,
-        precision=args.precision,
-        progress=_progress,
-        force=args.force,
-        verify=not args.no_verify,
-    )
+    try:
+        summary = convert(
+            args.gpt,
+            args.sovits,
+            args.hubert,
+            args.bert,
+            args.output,
+            precision=args.precision,
+            progress=_progress,
+            force=args.force,
+            verify=not args.no_verify,
+        )
+    except OSError as exc:  # disk full, permissions: the user's to fix, not a converter bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ConvertError(
+            f"cannot read or write a file{where}: {exc.strerror or exc}; check free disk space and permissions"
+        ) from exc
     print(summary.format())
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gsv_onnx.errors import GsvError
+
 
 def register(subparsers) -> None:
     """Add the `make-test-models` subcommand."""
@@ -32,7 +34,12 @@ def run(args: argparse.Namespace) -> int:
     from gsv_onnx.convert.testmodels import make_test_models
 
     print(f"writing {args.size} random models into {args.output} ...", file=sys.stderr)
-    models = make_test_models(args.output, size=args.size, seed=args.seed)
+    try:
+        models = make_test_models(args.output, size=args.size, seed=args.seed)
+    except OSError as exc:  # not writable, a file in the way, disk full
+        raise GsvError(
+            f"cannot write test models into {args.output}: {exc.strerror or exc}; choose a writable directory"
+        ) from exc
     print(
         f"gsv convert --gpt {models.gpt} --sovits {models.sovits} "
         f"--hubert {models.hubert} --bert {models.bert} -o OUT.gsv"

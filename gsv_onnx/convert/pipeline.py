@@ -66,7 +66,7 @@ class ConvertSummary:
 
     def format(self) -> str:
         """A human-readable table for the end of `gsv convert`."""
-        lines = [f"bundle {self.out_dir} ({self.model_version}, {self.precision})"]
+        lines = [f"bundle {self.out_dir} ({self.model_version}, {self.precision}, id {self.bundle_id})"]
         for name, size in self.graph_sizes.items():
             lines.append(f"  {name:<20} {_mib(size):>10}")
         lines.append(f"  {'total':<20} {_mib(self.total_bytes):>10}")

@@ -137,18 +137,18 @@ class GptDecoder:
         capacity = seq + self.max_new_tokens
         if self.in_place:
             if self.k_buffer is None or self.k_buffer.shape[2] < capacity:
-                # np.empty: pages become resident only when rows are written
+                # np.zeros (calloc): pages become resident only when rows are written
                 shape = (self.n_layer, self.heads, capacity, self.head_dim)
-                self.k_buffer = np.empty(shape, dtype=np.float32)
-                self.v_buffer = np.empty_like(self.k_buffer)
+                self.k_buffer = np.zeros(shape, dtype=np.float32)
+                self.v_buffer = np.zeros(self.k_buffer.shape, dtype=np.float32)
                 self._bind_in_place_buffers()
             split = (self.n_layer, seq, self.heads, self.head_dim)
             self.k_buffer[:, :, :seq] = k_cache[:, 0].reshape(split).transpose(0, 2, 1, 3)
             self.v_buffer[:, :, :seq] = v_cache[:, 0].reshape(split).transpose(0, 2, 1, 3)
         else:
             if self.k_buffer is None or self.k_buffer.shape[1] < capacity:
-                self.k_buffer = np.empty((self.n_layer, capacity, self.hidden_dim), dtype=np.float32)
-                self.v_buffer = np.empty_like(self.k_buffer)
+                self.k_buffer = np.zeros((self.n_layer, capacity, self.hidden_dim), dtype=np.float32)
+                self.v_buffer = np.zeros(self.k_buffer.shape, dtype=np.float32)
             self.k_buffer[:, :seq] = k_cache[:, 0]
             self.v_buffer[:, :seq] = v_cache[:, 0]
         self._cache_len = seq

@@ -195,10 +195,13 @@ class StreamingOptions:
     samples (40 ms) at 32 kHz.
     """
 
-    first_chunk_tokens: int = 8
-    chunk_tokens: int = 24
-    left_context_tokens: int = 24
-    lookahead_tokens: int = 4
+    # Measured on the full-size random bundle (greedy, noise 0, 72 tokens): streamed vs whole SNR
+    # 58-61 dB with 4-24 tokens of left context, 38 dB with none; context costs vocoder time
+    # ((left + chunk + lookahead) / chunk of the whole-utterance work), so it is kept small.
+    first_chunk_tokens: int = 6
+    chunk_tokens: int = 32
+    left_context_tokens: int = 8
+    lookahead_tokens: int = 3
     crossfade_samples: int = 1280
 
     def __post_init__(self) -> None:

@@ -437,10 +437,12 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
     async def collect(job: Job, make_chunks: Callable, request: Request) -> list:
         """Run a job to the end, cancelling it if the client goes away."""
         chunks = []
+        gone = asyncio.Event()
 
         async def watch() -> None:
             while not job.cancel.is_set():
                 if await request.is_disconnected():
+                    gone.set()
                     job.cancel.set()
                     return
                 await asyncio.sleep(0.1)
@@ -453,6 +455,9 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
             raise _timeout_error(config.request_timeout) from None
         finally:
             watcher.cancel()
+        if gone.is_set():
+            # Nobody will read this; the status (nginx's "client closed request") is for the metrics.
+            raise ApiError(499, "the client disconnected; synthesis stopped", "client_closed_request")
         return chunks
 
     def observe(endpoint: str, job: Job, produced_seconds: float) -> None:

@@ -125,14 +125,14 @@ _CLOCK_RE = re.compile(r"\b([01]?[0-9]|2[0-3]):([0-5][0-9])\b")
 # The alternation order matters: "km/h" can never win over "km" (upstream behaviour).
 _UNIT_RE = re.compile(r"\b([0-9]+(\.[0-9]+)?(m|km|km/h|ft|L|tbsp|tsp|h|min|s|°C|°F))\b")
 _POUNDS_BEFORE_RE = re.compile(r"£([0-9\.\,]*[0-9]+)")
-_POUNDS_AFTER_RE = re.compile(r"(?<![0-9\.\,])([0-9\.\,]*[0-9]+)£")
+_POUNDS_AFTER_RE = re.compile(r"(?<![0-9\.\,])([0-9\.\,]*[0-9])£")
 _DOLLARS_BEFORE_RE = re.compile(r"\$([0-9\.\,]*[0-9]+)")
-_DOLLARS_AFTER_RE = re.compile(r"(?<![(0-9\.\,])([(0-9\.\,]*[0-9]+)\$")
+_DOLLARS_AFTER_RE = re.compile(r"(?<![(0-9\.\,])([(0-9\.\,]*[0-9])\$")
 _DECIMAL_RE = re.compile(r"(?<![0-9])([0-9]+\.\s*[0-9]+)")
 _FRACTION_RE = re.compile(r"(?<![0-9])([0-9]+/[0-9]+)")
 _ORDINAL_SUFFIX_RE = re.compile(r"(?<![0-9])[0-9]+(st|nd|rd|th)")
 _DIGITS_RE = re.compile(r"[0-9]+")
-# The (?<!...) guards above only stop a failed match from being retried at every position of a
+# The (?<!...) guards above, and "X*D" written for upstream's equivalent "X*D+" (D inside X), only stop a failed match from being retried at every position of a
 # long digit/space run (quadratic time on 100k-character input); they never change a result,
 # because a match that fails at the start of such a run fails at every later position of it too.
 
@@ -574,7 +574,15 @@ _lookup_cached = functools.lru_cache(maxsize=65536)(lambda word: tuple(lookup_wo
 _DROPPED = {" ", "<pad>", "UW", "</s>", "<s>"}
 
 
-def _token_phones(token: str, pos: str | None) -> list[str]:
+# Compound splitting (wordsegment) costs about 1 ms per letter. To keep pathological input (a
+# 100k-letter "word") from running for minutes, an out-of-dictionary token longer than
+# _MAX_OOV_TOKEN letters, or any beyond _OOV_LETTER_BUDGET letters of such tokens in one call, is
+# spelled letter by letter instead. Real text never reaches either limit.
+_MAX_OOV_TOKEN = 100
+_OOV_LETTER_BUDGET = 20_000
+
+
+def _token_phones(token: str, pos: str | None, oov_budget: list[int]) -> list[str]:
     lower = token.lower()
     if _LETTER_RE.search(lower) is None:
         return [lower]
@@ -589,6 +597,10 @@ def _token_phones(token: str, pos: str | None) -> list[str]:
         if pos.startswith(pos_prefix) or (len(pos) < len(pos_prefix) and pos == pos_prefix[: len(pos)]):
             return list(pron_match)
         return list(pron_other)
+    if len(lower) > 3 and lower not in _lexicon():
+        oov_budget[0] -= len(lower)
+        if len(lower) > _MAX_OOV_TOKEN or oov_budget[0] < 0:
+            return _spell(lower, _lexicon())
     return list(_lookup_cached(token))
 
 
@@ -602,8 +614,9 @@ def g2p_normalized(norm_text: str) -> list[str]:
     else:
         tags = [None] * len(tokens)
     raw: list[str] = []
+    oov_budget = [_OOV_LETTER_BUDGET]
     for token, tag in zip(tokens, tags, strict=True):
-        raw.extend(_token_phones(token, tag))
+        raw.extend(_token_phones(token, tag, oov_budget))
     phones: list[str] = []
     for ph in raw:
         if ph in _DROPPED:

@@ -100,10 +100,10 @@ def segment_text(text: str, lang: str) -> list[tuple[str, str]]:
     return merged
 
 
-def _run_g2p(lang: str, text: str) -> G2PResult:
+def _run_g2p(lang: str, text: str, g2pw=None) -> G2PResult:
     module = _language_module(lang)
     try:
-        result = module.g2p(text)
+        result = module.g2p(text, g2pw=g2pw) if (g2pw is not None and lang == "zh") else module.g2p(text)
     except GsvError:
         raise
     except RecursionError as exc:
@@ -200,7 +200,7 @@ def _merge_segments(segments: list[Segment]) -> list[Segment]:
     return merged
 
 
-def _phonemize_chunks(chunks: list[markup.Chunk], lang: str) -> tuple[list[Segment], list[Pause]]:
+def _phonemize_chunks(chunks: list[markup.Chunk], lang: str, g2pw=None) -> tuple[list[Segment], list[Pause]]:
     segments: list[Segment] = []
     pauses: list[Pause] = []
     n_phones = 0
@@ -227,7 +227,7 @@ def _phonemize_chunks(chunks: list[markup.Chunk], lang: str) -> tuple[list[Segme
             for seg_lang, seg_text in segment_text(text, lang):
                 if seg_lang not in _MODULES:  # upstream: unknown language -> English " "
                     seg_lang, seg_text = "en", " "
-                new.append(_make_segment(seg_text, seg_lang, _run_g2p(seg_lang, seg_text)))
+                new.append(_make_segment(seg_text, seg_lang, _run_g2p(seg_lang, seg_text, g2pw)))
         for seg in new:
             if seg.phones:
                 segments.append(seg)
@@ -241,12 +241,14 @@ def phonemize(
     *,
     user_dict: markup.UserDictionary | None = None,
     markup_enabled: bool = True,
+    g2pw=None,
 ) -> PhonemizeResult:
     """Convert `text` to V2 phones, segment by segment, in upstream's order.
 
     `lang` is one of auto, auto_yue, en, zh, ja, ko, yue, all_zh, all_ja, all_yue, all_ko.
     Inline overrides ``{word|pron}`` and pauses ``[pause:0.5]`` are honoured unless
-    `markup_enabled` is False; `user_dict` entries apply like overrides.
+    `markup_enabled` is False; `user_dict` entries apply like overrides. `g2pw` is an optional
+    loaded `gsv_onnx.text.chinese.g2pw.G2PW` model for Mandarin polyphones.
     Raises TextError for an unknown language, non-string input or text with nothing to say,
     MissingDependencyError when a language pack is not installed.
     """
@@ -262,13 +264,13 @@ def phonemize(
     if user_dict is not None:
         chunks = user_dict.apply(chunks)
 
-    segments, pauses = _phonemize_chunks(chunks, lang)
+    segments, pauses = _phonemize_chunks(chunks, lang, g2pw)
     if sum(len(s.phones) for s in segments) < 6 and any(isinstance(c, markup.TextChunk) for c in chunks):
         # upstream redoes very short texts once with "." in front (it steadies the GPT's start)
         first = next(i for i, c in enumerate(chunks) if isinstance(c, markup.TextChunk))
         chunks = list(chunks)
         chunks[first] = markup.TextChunk("." + chunks[first].text)
-        segments, pauses = _phonemize_chunks(chunks, lang)
+        segments, pauses = _phonemize_chunks(chunks, lang, g2pw)
 
     if not pauses and not any(p not in _SILENT_PHONES for s in segments for p in s.phones):
         raise TextError(

@@ -65,13 +65,20 @@ def _load():
             return _pyopenjtalk
         # pyopenjtalk reads OPEN_JTALK_DICT_DIR once, at import: point it at Debian's dictionary
         # unless the user chose one.
-        if not os.environ.get("OPEN_JTALK_DICT_DIR") and _has_dictionary(DEBIAN_DICT_DIR):
+        user_choice = os.environ.get("OPEN_JTALK_DICT_DIR")
+        if not user_choice and _has_dictionary(DEBIAN_DICT_DIR):
             os.environ["OPEN_JTALK_DICT_DIR"] = DEBIAN_DICT_DIR
         try:
             import pyopenjtalk
         except ImportError as exc:
             raise MissingDependencyError(f"Japanese needs pyopenjtalk ({exc}); {_INSTALL_HINT}") from exc
         dict_dir = getattr(pyopenjtalk, "OPEN_JTALK_DICT_DIR", None)
+        if not _has_dictionary(dict_dir) and not user_choice:
+            # imported earlier by other code without the variable: its dictionary is only opened
+            # lazily, on first use, from this module attribute
+            if _has_dictionary(DEBIAN_DICT_DIR):
+                pyopenjtalk.OPEN_JTALK_DICT_DIR = DEBIAN_DICT_DIR.encode("utf-8")
+                dict_dir = pyopenjtalk.OPEN_JTALK_DICT_DIR
         if not _has_dictionary(dict_dir):
             # Without one, pyopenjtalk would try to download a dictionary on first use.
             raise MissingDependencyError(f"no Open JTalk dictionary at {dict_dir!r}; {_INSTALL_HINT}")

@@ -176,7 +176,16 @@ def _merge(pieces: list[Piece], item: Piece) -> list[Piece]:
     return pieces
 
 
-_LANG_MAP = {"zh": "zh", "yue": "zh", "wuu": "zh", "zh-cn": "zh", "zh-tw": "x", "ko": "ko", "ja": "ja", "en": "en"}
+_LANG_MAP = {
+    "zh": "zh",
+    "yue": "zh",
+    "wuu": "zh",
+    "zh-cn": "zh",
+    "zh-tw": "x",
+    "ko": "ko",
+    "ja": "ja",
+    "en": "en",
+}
 _splitter = None
 _splitter_lock = threading.Lock()
 

@@ -79,15 +79,42 @@ def _approximate(initial: str, final: str) -> tuple[str, str]:
     return guess or ("UNK", "UNK")
 
 
-def sentence_g2p(sentence: str, override: PinyinOverride | None = None) -> tuple[list[str], list[int]]:
-    """Phones and word2ph of one normalized sentence (Han characters and V2 punctuation)."""
+def _model_initials_finals(word: str, readings: list[str | None]) -> tuple[list[str], list[str]]:
+    """(initials, finals) from per-character TONE3 readings (g2pW path); gaps use pypinyin."""
+    from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
+
+    initials, finals = [], []
+    for ch, reading in zip(word, readings, strict=False):
+        if not reading:
+            i, f = initials_finals(ch)
+            initials += i
+            finals += f
+        elif reading[0].isalpha():
+            initials.append(to_initials(reading))
+            finals.append(to_finals_tone3(reading, neutral_tone_with_five=True))
+        else:
+            initials.append(reading)
+            finals.append(reading)
+    return initials, finals
+
+
+def sentence_g2p(
+    sentence: str, override: PinyinOverride | None = None, readings: list[str | None] | None = None
+) -> tuple[list[str], list[int]]:
+    """Phones and word2ph of one normalized sentence (Han characters and V2 punctuation).
+
+    `readings` are per-character TONE3 pinyin from g2pW for the Latin-free sentence; without
+    them pypinyin reads each word.
+    """
     sentence = _LATIN_RUN.sub("", sentence)
     phones: list[str] = []
     word2ph: list[int] = []
     if not sentence:
         return phones, word2ph
     words = pre_merge_for_modify(cut_with_pos(sentence))
+    offset = 0
     for word, pos in words:
+        start, offset = offset, offset + len(word)
         if pos == "eng":
             continue
         forced = override(word, pos) if override is not None else None
@@ -96,7 +123,10 @@ def sentence_g2p(sentence: str, override: PinyinOverride | None = None) -> tuple
             initials = [p[0] for p in pairs]
             finals = [p[1] for p in pairs]
         else:
-            initials, finals = initials_finals(word)
+            if readings is not None:
+                initials, finals = _model_initials_finals(word, readings[start:offset])
+            else:
+                initials, finals = initials_finals(word)
             finals = modified_tone(word, pos, finals)
             initials, finals = merge_erhua(initials, finals, word, pos)
         for initial, final in zip(initials, finals, strict=False):
@@ -116,13 +146,23 @@ def sentence_g2p(sentence: str, override: PinyinOverride | None = None) -> tuple
     return phones, word2ph
 
 
-def g2p(norm_text: str, override: PinyinOverride | None = None) -> tuple[list[str], list[int]]:
-    """Phones and word2ph of normalized text, sentence by sentence as upstream splits it."""
+def g2p(norm_text: str, override: PinyinOverride | None = None, g2pw=None) -> tuple[list[str], list[int]]:
+    """Phones and word2ph of normalized text, sentence by sentence as upstream splits it.
+
+    With a loaded `g2pw` (chinese.g2pw.G2PW) all sentences are read by the model in one batched
+    call; otherwise pypinyin reads them word by word.
+    """
+    sentences = [s for s in _SENTENCE_SPLIT.split(norm_text) if s.strip()]
+    readings: list[list[str | None] | None] = [None] * len(sentences)
+    if g2pw is not None:
+        latin_free = [_LATIN_RUN.sub("", s) for s in sentences]
+        batch = [s for s in latin_free if s]
+        predicted = iter(g2pw.predict(batch) if batch else [])
+        readings = [next(predicted) if s else None for s in latin_free]
     phones: list[str] = []
     word2ph: list[int] = []
-    for sentence in _SENTENCE_SPLIT.split(norm_text):
-        if sentence.strip():
-            p, w = sentence_g2p(sentence, override)
-            phones += p
-            word2ph += w
+    for sentence, sentence_readings in zip(sentences, readings, strict=True):
+        p, w = sentence_g2p(sentence, override, sentence_readings)
+        phones += p
+        word2ph += w
     return phones, word2ph
