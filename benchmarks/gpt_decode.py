@@ -7,7 +7,8 @@ requested precision variants, then for each precision and thread count reports:
 * decode ms/token (median, p90) over `--tokens` greedy steps after that prefill,
 * decode ms/token with the cache at ~200 / ~700 / ~1200 positions (a prefill of that length,
   then `--probe-steps` timed steps),
-* the Python side of a step (binding the 2L cache inputs),
+* the Python side of a step (binding the 2L cache inputs; nothing for the default GQA graph),
+* the bare stack of the step's matmuls (fp32 and int8), the floor a step is compared with,
 
 and, for every precision other than fp32, its fidelity against fp32 over `--fidelity-steps`
 steps: teacher-forced greedy agreement (both fed fp32's greedy tokens), first divergence of a
@@ -154,6 +155,71 @@ def fidelity(reference: dict[str, Path], variant: dict[str, Path], steps: int) -
     }
 
 
+def bare_stack(work_dir: Path, threads: int, runs: int = 60) -> dict[str, float]:
+    """CPU and wall ms of the decode step's matmuls alone (24 x [512x1536, 512x512, 512x2048,
+    2048x512] + 512x1025, one row), fp32 and int8: the floor a whole step is compared with."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gsv_onnx.convert.quantize import quantize_graph
+
+    path = work_dir / "bare_matmuls.onnx"
+    if not path.exists():
+        rng = np.random.default_rng(0)
+        nodes, weights, x = [], [], "x"
+        for i in range(24):
+            for j, (rows, cols) in enumerate(((512, 1536), (512, 512), (512, 2048), (2048, 512))):
+                weights.append(
+                    numpy_helper.from_array(
+                        (rng.standard_normal((rows, cols)) / rows**0.5).astype(np.float32), f"w{i}_{j}"
+                    )
+                )
+            nodes += [
+                helper.make_node("MatMul", [x, f"w{i}_0"], [f"qkv{i}"]),
+                helper.make_node("MatMul", [x, f"w{i}_1"], [f"o{i}"]),
+                helper.make_node("MatMul", [f"o{i}", f"w{i}_2"], [f"f{i}"]),
+                helper.make_node("MatMul", [f"f{i}", f"w{i}_3"], [f"g{i}"]),
+                helper.make_node("Add", [f"g{i}", x], [f"x{i}"]),
+            ]
+            x = f"x{i}"
+        weights.append(
+            numpy_helper.from_array((rng.standard_normal((512, 1025)) / 22.6).astype(np.float32), "head")
+        )
+        nodes.append(helper.make_node("MatMul", [x, "head"], ["logits"]))
+        outputs = ["logits"] + [f"qkv{i}" for i in range(24)]
+        graph = helper.make_graph(
+            nodes,
+            "bare",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
+            [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+            weights,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        work_dir.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(model, str(path))
+        quantize_graph(path, "int8")
+    result = {}
+    feed = {"x": np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32)}
+    for precision, graph_path in (("fp32", path), ("int8", path.with_name("bare_matmuls.int8.onnx"))):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
+        for _ in range(5):
+            session.run(None, feed)
+        wall, cpu = [], []
+        for _ in range(runs):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            session.run(None, feed)
+            wall.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - start_cpu) * 1000)
+        result[f"{precision}_ms"] = float(np.median(wall))
+        result[f"{precision}_cpu_ms"] = float(np.median(cpu))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -183,6 +249,14 @@ def main() -> None:
         "speed": {},
         "fidelity": {},
     }
+    for threads in (int(t) for t in args.threads.split(",")):
+        bare = bare_stack(args.work_dir, threads)
+        report["speed"][f"bare_matmuls/{threads}t"] = bare
+        print(
+            f"bare matmul stack {threads}t: fp32 {bare['fp32_ms']:.2f} ms (cpu {bare['fp32_cpu_ms']:.2f}), "
+            f"int8 {bare['int8_ms']:.2f} ms (cpu {bare['int8_cpu_ms']:.2f})",
+            flush=True,
+        )
     for precision in precisions:
         sizes = sum(p.stat().st_size for p in graphs[precision].values())
         print(f"{precision}: graphs + data {sizes / 1e6:.0f} MB")

@@ -92,6 +92,28 @@ def test_bench_json_has_the_contract_keys(bench_dir, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == table.strip()
 
 
+def test_bench_of_a_given_bundle_needs_no_reference(tiny_bundle, tmp_path, capsys):
+    out = tmp_path / "given.json"
+    args = [
+        "bench",
+        "--bundle",
+        str(tiny_bundle),
+        "--runs",
+        "1",
+        "--tokens",
+        "8",
+        "--prefill-positions",
+        "20",
+    ]
+    args += ["--positions", "20", "--probe-steps", "1", "--json", str(out)]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert list(report["results"]) == ["fp32"]
+    assert report["results"]["fp32"]["e2e_tokens"] == 8
+    assert "skipped" in report["reference"]
+    assert "PyTorch reference: skipped (--bundle given" in capsys.readouterr().out
+
+
 def test_targets_report_misses_with_their_excess():
     results = {
         "int8": {"decode_ms_per_token": 7.0, "vocoder_rtf": 0.1, "load_s": 1.0, "decode_growth": 1.2},

@@ -179,8 +179,10 @@ def test_export_writes_contract_graphs(tiny_graphs):
     }
     # the decode graph never concatenates or copies a cache input: each one only feeds a Reshape
     for name in ("k_cache_0", "v_cache_1"):
-        consumers = [n.op_type for n in decode.graph.node if name in n.input]
-        assert consumers == ["Reshape"]
+        consumers = [n for n in decode.graph.node if name in n.input]
+        assert [n.op_type for n in consumers] == ["Reshape"]
+        flat = consumers[0].output[0]  # the [P, H] view goes straight into a matmul, never a Concat
+        assert {n.op_type for n in decode.graph.node if flat in n.input} == {"MatMul"}
     # weights used by both graphs live once in the shared data file
     weight_bytes = 4 * sum(p.numel() for p in Text2SemanticDecoder.from_config(TINY_CONFIG).parameters())
     pe_bytes = 4 * 4000 * 64

@@ -62,12 +62,9 @@ def write_tone(path: Path, f0: float, seconds: float = 4.0, rate: int = 22050, s
 
 
 @pytest.fixture(scope="module")
-def bundle_path(request) -> Path:
-    """The tiny bundle: GSV_TEST_CACHE/tiny.gsv when prepared there, else conftest's `tiny_bundle`."""
-    cache = os.environ.get("GSV_TEST_CACHE")
-    if cache and (Path(cache) / "tiny.gsv" / "manifest.json").is_file():
-        return Path(cache) / "tiny.gsv"
-    return Path(request.getfixturevalue("tiny_bundle"))
+def bundle_path(tiny_bundle) -> Path:
+    """The project's tiny bundle (tests/conftest.py, cached across sessions)."""
+    return Path(tiny_bundle)
 
 
 class Recorder:

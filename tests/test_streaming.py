@@ -196,3 +196,30 @@ def test_pause_markup_in_a_stream(tts, voice):  # noqa: F811
     streamed = np.concatenate([c.samples for c in chunks])
     assert streamed.shape == whole.samples.shape
     assert snr_db(whole.samples, streamed) > SNR_THRESHOLD_DB
+
+
+def test_very_long_text_streams_without_running_ahead(tts, voice):  # noqa: F811
+    text = "今天天气不错，我们去公园散步吧。" * 6250  # 100,000 characters
+    started = []
+    original = tts._units_or_skip
+
+    def counting(index, piece, lang):
+        started.append(index)
+        return original(index, piece, lang)
+
+    tts._units_or_skip = counting
+    try:
+        stream = tts.stream(
+            text, voice, seed=1, max_tokens_per_phone=1.0, min_max_tokens=12, text_split_method="cut5"
+        )
+        finals = 0
+        for chunk in stream:
+            finals += chunk.final
+            if finals == 2:
+                break
+        time.sleep(0.3)  # give the decode thread time to run ahead if it could
+        assert max(started) <= 1 + 2  # two pieces done, at most MAX_PIECES_AHEAD more started
+        stream.close()
+    finally:
+        del tts._units_or_skip
+    assert not [t for t in threading.enumerate() if t.name == "gsv-gpt-decode"]

@@ -93,6 +93,7 @@ def time_gpt(decoder: Any, eos: int, tokens: int, prefill_positions: int, probe_
     metrics["decode_cpu_ms_per_token"] = wl.summarize(cpu_ms)["median"]
     metrics["decode_ms_per_token"] = stats["median"]
     metrics["decode_ms_p90"] = stats["p90"]
+    metrics["decode_ms_p10"] = stats["p10"]
     metrics["decode_ms_mean"] = stats["mean"]
     metrics["sampler_ms_per_token"] = wl.summarize(sample_ms)["median"]
 

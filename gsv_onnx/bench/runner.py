@@ -51,6 +51,7 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("GPT prefill, {prefill} positions (ms)", "prefill_ms", "{:.0f}"),
     ("decode median (ms/token)", "decode_ms_per_token", "{:.2f}"),
     ("decode p90 (ms/token)", "decode_ms_p90", "{:.2f}"),
+    ("decode p10, least disturbed (ms/token)", "decode_ms_p10", "{:.2f}"),
     ("decode CPU time, all threads (ms/token)", "decode_cpu_ms_per_token", "{:.2f}"),
     ("decode step at {position} (ms)", "@", "{:.2f}"),
     ("step growth {last} / {first} (x)", "decode_growth", "{:.2f}"),
@@ -104,11 +105,13 @@ class BenchConfig:
     probe_steps: int = wl.DEFAULT_PROBE_STEPS
     rebuild: bool = False
     profile: bool = False
+    #: existing bundles to measure instead of the random ones (e.g. a real voice); no reference then
+    bundles: Sequence[Path] = ()
     worker_timeout_s: float = 3600.0
     log: Callable[[str], None] = field(default=lambda message: print(message, file=sys.stderr, flush=True))
 
     def validate(self) -> None:
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        unknown = [] if self.bundles else [p for p in self.precisions if p not in PRECISIONS]
         if unknown or not self.precisions:
             raise BenchError(
                 f"unknown precision(s) {', '.join(unknown) or '(none)'}; use {', '.join(PRECISIONS)}"
@@ -218,6 +221,20 @@ def ensure_bundles(config: BenchConfig) -> dict[str, Path]:
     for precision in config.precisions:
         bundles[precision] = config.bundle_path(precision)
     return bundles
+
+
+def given_bundles(config: BenchConfig) -> dict[str, Path]:
+    """The --bundle paths, validated, labelled by their precision (int8, int8#2, ...)."""
+    from gsv_onnx.bundle import Bundle
+
+    labelled: dict[str, Path] = {}
+    for path in config.bundles:
+        precision = Bundle.load(path, verify=False).precision  # BundleError names a bad path
+        label, index = precision, 2
+        while label in labelled:
+            label, index = f"{precision}#{index}", index + 1
+        labelled[label] = Path(path)
+    return labelled
 
 
 def _bundle_info(path: Path) -> dict[str, Any]:
@@ -484,10 +501,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"1-min load average while measuring: median {during['median']:.1f} "
             f"({during['min']:.1f}-{during['max']:.1f}) on {machine['usable_cpus']} CPUs"
         )
-    threads = results[columns[0]].get("threads")
+    threads = next((r.get("threads") for r in results.values() if "threads" in r), None)
     threads = int(threads) if _is_number(threads) else threads
     lines.append(
-        f"ONNX Runtime threads per session: {threads}; first audio: {results[columns[0]].get('first_audio_mode')}"
+        f"ONNX Runtime threads per session: {threads}; first audio: {next((r.get('first_audio_mode') for r in results.values() if 'first_audio_mode' in r), '-')}"
     )
     if have_reference:
         lines.append(
@@ -500,6 +517,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+    for name, entry in [*results.items(), ("reference", reference)]:
+        for message in entry.get("failed", []):
+            lines.append(f"FAILED run ({name}): {message.splitlines()[0]}")
     if not have_reference:
         lines.append("")
         lines.append(f"PyTorch reference: skipped ({reference.get('skipped', 'not requested')})")
@@ -534,10 +554,17 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
     """
     config.validate()
     machine = describe_machine()
-    bundles = ensure_bundles(config)
     reference_models = None
     skipped = None
-    if config.reference:
+    if config.bundles:
+        bundles = given_bundles(config)
+        config.precisions = list(bundles)
+    else:
+        bundles = ensure_bundles(config)
+    if config.reference and config.bundles:
+        skipped = "--bundle given: the reference runs on the random checkpoints of the default bundles"
+        config.log(f"bench: PyTorch reference skipped: {skipped}")
+    elif config.reference:
         if torch_available():
             reference_models = ensure_models(config)
         else:
@@ -547,23 +574,41 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         skipped = "--no-reference"
     engines = list(config.precisions) + ([REFERENCE] if reference_models is not None else [])
     collected: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+    failures: dict[str, list[str]] = {}
     started = time.perf_counter()
     for run in range(config.runs):
         for engine in engines:
             config.log(f"bench: run {run + 1}/{config.runs}: {engine} ...")
             engine_start = time.perf_counter()
-            if engine == REFERENCE:
-                measured = run_reference(reference_models, config)
-            else:
-                measured = run_onnx(bundles[engine], config)
+            try:
+                if engine == REFERENCE:
+                    measured = run_reference(reference_models, config)
+                else:
+                    measured = run_onnx(bundles[engine], config)
+            except BenchError as exc:  # one failed run must not throw away the others
+                config.log(f"bench:   {engine}: run failed: {exc}")
+                failures.setdefault(engine, []).append(str(exc))
+                continue
             collected[engine].append(_with_growth(measured, config.probe_positions))
             config.log(
                 f"bench:   {engine}: decode {measured['decode_ms_per_token']:.2f} ms/token, "
                 f"e2e RTF {measured['e2e_rtf']:.3f}, peak RSS {measured['peak_rss_mb']:.0f} MB "
                 f"({time.perf_counter() - engine_start:.0f} s)"
             )
-    results = {p: aggregate(collected[p]) for p in config.precisions}
-    reference = aggregate(collected[REFERENCE]) if reference_models is not None else {"skipped": skipped}
+    if not any(collected[p] for p in config.precisions):
+        raise BenchError("every measurement failed:\n" + "\n".join(m for ms in failures.values() for m in ms))
+    results = {
+        p: aggregate(collected[p]) if collected[p] else {"failed": failures[p]} for p in config.precisions
+    }
+    if reference_models is None:
+        reference = {"skipped": skipped}
+    elif collected[REFERENCE]:
+        reference = aggregate(collected[REFERENCE])
+    else:
+        reference = {"skipped": "every run failed", "failed": failures[REFERENCE]}
+    for engine, messages in failures.items():
+        target = reference if engine == REFERENCE else results[engine]
+        target.setdefault("failed", messages)
     machine["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     during = [
         run[key][0]

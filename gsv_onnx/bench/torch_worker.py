@@ -237,6 +237,7 @@ def measure(
     stats = wl.summarize(step_ms)
     result["decode_ms_per_token"] = stats["median"]
     result["decode_ms_p90"] = stats["p90"]
+    result["decode_ms_p10"] = stats["p10"]
     result["decode_ms_mean"] = stats["mean"]
     result["sampler_ms_per_token"] = wl.summarize(sample_ms)["median"]
     at: dict[str, float] = {}

@@ -118,13 +118,14 @@ class NoEosDecoder:
 
 
 def summarize(values: Sequence[float]) -> dict[str, float]:
-    """median, p90, mean, min, max of a list of numbers (all NaN when empty)."""
+    """median, p10, p90, mean, min, max of a list of numbers (all NaN when empty)."""
     array = np.asarray(list(values), dtype=np.float64)
     if array.size == 0:
         nan = float("nan")
-        return {"median": nan, "p90": nan, "mean": nan, "min": nan, "max": nan}
+        return {"median": nan, "p10": nan, "p90": nan, "mean": nan, "min": nan, "max": nan}
     return {
         "median": float(np.median(array)),
+        "p10": float(np.percentile(array, 10)),
         "p90": float(np.percentile(array, 90)),
         "mean": float(np.mean(array)),
         "min": float(np.min(array)),

@@ -17,12 +17,14 @@ project's PyTorch modules (upstream's naive decode path, 2 threads) in the same 
 ratios, when torch is installed ([convert] extra); without torch that part is skipped.
 
 The random checkpoints and bundles are built under --bundle-dir the first time (this needs the
-[convert] extra and several minutes) and reused afterwards."""
+[convert] extra and several minutes) and reused afterwards; --bundle measures existing bundles
+(no torch needed)."""
 
 EPILOG = """\
 examples:
   gsv bench --precision int8,fp32
   gsv bench --precision int8 --runs 3 --no-reference --json bench.json
+  gsv bench --bundle my_voice.gsv --runs 3   # an existing bundle; no torch needed
   gsv bench --from-json bench.json          # print the table of an earlier run"""
 
 
@@ -63,6 +65,15 @@ def register(subparsers) -> None:
         default=Path("models"),
         metavar="DIR",
         help="where the random models and bundles are built or reused (default models/)",
+    )
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="measure this existing bundle (e.g. a real voice) instead of the random ones; repeatable; "
+        "needs no torch, and the PyTorch reference is skipped",
     )
     parser.add_argument(
         "--no-reference", action="store_true", help="skip the PyTorch reference (it needs torch)"
@@ -134,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         probe_steps=args.probe_steps,
         rebuild=args.rebuild,
         profile=args.profile,
+        bundles=args.bundle,
     )
     report = run_bench(config)
     if args.json is not None:

@@ -30,6 +30,8 @@ REF_ENC_FILE = "ref_enc.onnx"
 SPEED_DECIMALS = 6
 # fp32 graphs agree with PyTorch to ~1e-6 on audio in [-1, 1]; anything near this is a converter bug.
 FP32_TOLERANCE = 1e-4
+# ...and, whatever the loudness of the model's output, within this waveform SNR (measured 117-139 dB).
+FP32_MIN_SNR_DB = 80.0
 # Reduced-precision graphs (fp16 / int8 weights) are judged by waveform SNR against PyTorch instead.
 REDUCED_PRECISION_MIN_SNR_DB = 20.0
 _REDUCED_PRECISION_OPS = {
@@ -238,7 +240,8 @@ def verify_sovits(
 
     Returns `sovits_decoder` (max abs audio error, worst over `speeds`), `sovits_decoder_snr_db`
     (worst waveform SNR) and `ref_enc` (max abs error of ge). With `check`, raises
-    SovitsGraphMismatchError when an fp32 graph is off by more than FP32_TOLERANCE, or when a
+    SovitsGraphMismatchError when an fp32 graph is off by more than FP32_TOLERANCE (or, for the
+    decoder, below FP32_MIN_SNR_DB, which catches errors in a quiet model's output), or when a
     reduced-precision graph (quantized or fp16 weights) falls below REDUCED_PRECISION_MIN_SNR_DB.
     A shape mismatch counts as an infinite error.
     """
@@ -279,10 +282,11 @@ def verify_sovits(
         expected = model.compute_ge(spec).numpy()
     (got,) = ref_enc.run(None, {"ref_spec": spec.numpy()})
     errors["ref_enc"] = _max_abs(got, expected)
+    ge_snr = waveform_snr_db(got, expected)  # ge as a signal: judges reduced-precision ref_enc graphs
 
     if check:
         _check_graph(paths["sovits_decoder"], "sovits_decoder", errors["sovits_decoder"], worst_snr)
-        _check_graph(paths["ref_enc"], "ref_enc", errors["ref_enc"], None)
+        _check_graph(paths["ref_enc"], "ref_enc", errors["ref_enc"], ge_snr, fp32_snr=False)
     return errors
 
 
@@ -310,17 +314,18 @@ def is_reduced_precision(path: str | Path) -> bool:
     return any(init.data_type == onnx.TensorProto.FLOAT16 for init in graph_model.graph.initializer)
 
 
-def _check_graph(path: Path, name: str, max_error: float, snr_db: float | None) -> None:
+def _check_graph(path: Path, name: str, max_error: float, snr_db: float, fp32_snr: bool = True) -> None:
     if is_reduced_precision(path):
-        if snr_db is not None and not snr_db >= REDUCED_PRECISION_MIN_SNR_DB:
+        if not snr_db >= REDUCED_PRECISION_MIN_SNR_DB:
             raise SovitsGraphMismatchError(
-                f"{name} graph ({path.name}) reaches only {snr_db:.1f} dB waveform SNR against PyTorch "
+                f"{name} graph ({path.name}) reaches only {snr_db:.1f} dB SNR against PyTorch "
                 f"(needs {REDUCED_PRECISION_MIN_SNR_DB:g} dB); convert with --precision fp32 for this model"
             )
         return
-    if not max_error <= FP32_TOLERANCE:
+    if not max_error <= FP32_TOLERANCE or (fp32_snr and not snr_db >= FP32_MIN_SNR_DB):
+        snr = f", waveform SNR {snr_db:.1f} dB (needs {FP32_MIN_SNR_DB:g})" if fp32_snr else ""
         raise SovitsGraphMismatchError(
-            f"{name} graph ({path.name}) differs from PyTorch by {max_error:.3g} (allowed {FP32_TOLERANCE:g}); "
+            f"{name} graph ({path.name}) differs from PyTorch by {max_error:.3g} (allowed {FP32_TOLERANCE:g}){snr}; "
             "this is a converter bug, please report it"
         )
 

@@ -5,9 +5,9 @@ so `build_gpt` loads an upstream checkpoint strictly. It provides:
 
 * `prefill(phone_ids, bert_features, prompt_codes)`: the first pass over [text ; prompt codes] with
   upstream's mask (spec §2.3) -> logits of the last position and the per-layer K/V caches.
-* `decode_step(token, position, k_caches, v_caches)`: one token against the cache, written the
-  way the ONNX decode graph runs it: the cache is only *read* (scores over the cache plus the score
-  of the new row, a joint softmax, weighted sums); only the new K/V rows come back.
+* `decode_step(token, position, k_caches, v_caches)`: one token against the cache; only the new
+  K/V rows come back. Exported ("cache_read" form) it only *reads* the cache (scores over the
+  cache plus the score of the new row, a joint softmax, weighted sums).
 * `reference_sample` / `reference_generate`: a faithful port of upstream's sampling rule and
   naive decode loop (spec §2.5, §2.6), used to test the runtime's numpy sampler and loop.
 * `random_init_`: random weights whose decode gives varied, non-degenerate logits (test models).
@@ -133,28 +133,48 @@ class TransformerLayer(nn.Module):
         return self._finish(h, attended), k, v
 
     def forward_step(self, x, k_cache, v_cache):
-        """One new position against the cache, reading the cache without copying it.
+        """One new position against the cache. x [1, H]; k_cache, v_cache [1, P, H].
 
-        x [1, H] (one row, kept 2-D so every projection is a single Gemm in the graph); k_cache,
-        v_cache [1, P, H]. Splitting the cache into heads would need a transpose (a full copy), so
-        both products run on the cache as a plain [P, H] matrix: scores = K [P, H] @ Qblk
-        [H, heads], Qblk block-diagonal (head h's scaled query in the rows of head h, zeros
-        elsewhere); then (softmax weights)^T [heads, P] @ V [P, H], whose diagonal blocks are the
-        per-head results. The new row's score and value enter apart, so the cache is never
-        concatenated. Returns (x, k_new, v_new), the new rows [1, H].
+        Returns (x, k_new, v_new), the new rows [1, H]. In eager mode this is plain attention
+        over [cache ; new row] (PyTorch's scaled_dot_product_attention, as upstream); while
+        exporting to ONNX it is the cache-reading form of `_attend_reading_cache`. Tests compare
+        the two through ONNX Runtime.
         """
         attn = self.self_attn
         heads, head_dim = attn.heads, attn.head_dim
         dim = heads * head_dim
         q, k_new, v_new = _linear(x, attn.in_proj_weight, attn.in_proj_bias).split(dim, dim=1)
+        if torch.onnx.is_in_onnx_export():
+            attended = self._attend_reading_cache(q, k_new, v_new, k_cache, v_cache)
+        else:
+
+            def split(t):  # [rows, H] -> [1, heads, rows, head_dim]
+                return t.reshape(-1, heads, head_dim).transpose(0, 1).unsqueeze(0)
+
+            keys = torch.cat([k_cache.reshape(-1, dim), k_new], dim=0)
+            values = torch.cat([v_cache.reshape(-1, dim), v_new], dim=0)
+            attended = F.scaled_dot_product_attention(split(q), split(keys), split(values)).reshape(1, dim)
+        return self._finish(x, attended), k_new, v_new
+
+    def _attend_reading_cache(self, q, k_new, v_new, k_cache, v_cache):
+        """Attention for one query that reads the [1, P, H] cache without copying it.
+
+        Splitting the cache into heads would need a transpose (a full copy), so both products run
+        on the cache as a plain [P, H] matrix: scores = K [P, H] @ Qblk [H, heads], Qblk
+        block-diagonal (head h's scaled query in the rows of head h, zeros elsewhere); then
+        (softmax weights)^T [heads, P] @ V [P, H], whose diagonal blocks are the per-head
+        results. The new row's score and value enter apart, so the cache is never concatenated.
+        """
+        attn = self.self_attn
+        heads, head_dim = attn.heads, attn.head_dim
+        dim = heads * head_dim
         q_block = (q.reshape(heads, head_dim, 1) * attn.scaled_eye).reshape(dim, heads)
         scores_cache = torch.matmul(k_cache.reshape(-1, dim), q_block)  # [P, heads]
         score_new = torch.matmul(k_new, q_block)  # [1, heads]
         weights = torch.softmax(torch.cat([scores_cache, score_new], dim=0), dim=0)  # [P+1, heads]
         mixed = torch.matmul(weights[:-1].transpose(0, 1), v_cache.reshape(-1, dim))  # [heads, H]
         mixed = mixed + torch.matmul(weights[-1:].transpose(0, 1), v_new)
-        attended = mixed.reshape(heads * heads, head_dim).index_select(0, attn.diag_rows).reshape(1, dim)
-        return self._finish(x, attended), k_new, v_new
+        return mixed.reshape(heads * heads, head_dim).index_select(0, attn.diag_rows).reshape(1, dim)
 
 
 class TransformerStack(nn.Module):

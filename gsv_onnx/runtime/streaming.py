@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 
 SAMPLES_PER_TOKEN = 1280
 _POLL_SECONDS = 0.05
+#: Pieces the decode thread may run ahead of the audio the consumer has finished.
+MAX_PIECES_AHEAD = 2
 
 
 class NoiseBank:
@@ -194,8 +196,13 @@ def _decode_worker(
     gpt_rng: np.random.Generator,
     events: queue.Queue,
     cancelled: Callable[[], bool],
+    pieces_ahead: threading.Semaphore,
 ) -> None:
-    """The decode thread: frontend + GPT for every piece, tokens published as they are drawn."""
+    """The decode thread: frontend + GPT for every piece, tokens published as they are drawn.
+
+    It runs at most `MAX_PIECES_AHEAD` pieces ahead of the consumer (`pieces_ahead` is released
+    when the consumer finishes a piece), so a very long text never piles up decoded tokens.
+    """
     from gsv_onnx.runtime.tts import sampling_params, split_at_pauses
 
     decoder = tts.decoder
@@ -206,11 +213,15 @@ def _decode_worker(
     try:
         params = sampling_params(options)
         for index, piece in enumerate(pieces):
+            while not pieces_ahead.acquire(timeout=_POLL_SECONDS):
+                if cancelled():
+                    return
             if cancelled():
-                break
+                return
             began = time.perf_counter()
             units = tts._units_or_skip(index, piece, lang)
             if units is None:
+                pieces_ahead.release()
                 continue
             events.put(("piece", index, piece, units, time.perf_counter() - began))
             for part, pause_before in split_at_pauses(units):
@@ -266,13 +277,14 @@ def stream_tokens(
     gpt_rng, vocoder_rng = seed_generators(seed)
     events: queue.Queue = queue.Queue()
     stop = threading.Event()
+    pieces_ahead = threading.Semaphore(MAX_PIECES_AHEAD)
 
     def cancelled() -> bool:
         return stop.is_set() or (cancel is not None and bool(cancel()))
 
     worker = threading.Thread(
         target=_decode_worker,
-        args=(tts, pieces, lang, voice, options, gpt_rng, events, cancelled),
+        args=(tts, pieces, lang, voice, options, gpt_rng, events, cancelled, pieces_ahead),
         name="gsv-gpt-decode",
         daemon=True,
     )
@@ -384,6 +396,7 @@ def stream_tokens(
                         timings=timings,
                     )
                     state = None
+                    pieces_ahead.release()
                 elif kind == "error":
                     raise event[1]
                 elif kind == "done":

@@ -218,6 +218,10 @@ class TTS:
         """
         if not isinstance(text, str):
             raise TextError(f"the reference text must be a string, got {type(text).__name__}")
+        if lang not in _languages():
+            raise TextError(
+                f"unknown language {lang!r} for the reference text; use one of: {', '.join(_languages())}"
+            )
         prompt_text = prepare_prompt_text(text, lang) if text.strip() else ""
         units = self.text_to_phones(prompt_text, lang) if prompt_text else None
         features = encode_reference(
@@ -375,8 +379,6 @@ class TTS:
         """The guard's bound on tokens for a piece of `n_phones` phones."""
         bound = max(options.min_max_tokens, math.ceil(options.max_tokens_per_phone * n_phones))
         return min(bound, options.max_decode_steps)
-
-    _token_bound = token_bound
 
     def _decode_part(
         self,

@@ -66,7 +66,7 @@ SILENCE_PEAK = 1e-6
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-class ApiError(Exception):
+class ApiError(GsvError):
     """An HTTP error with a status and a message for the client."""
 
     def __init__(
@@ -370,6 +370,16 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return _error_response(exc, _request_id(request))
+
+    @app.exception_handler(JobTimeout)
+    async def _job_timeout(request: Request, exc: JobTimeout):
+        return _error_response(_timeout_error(config.request_timeout), _request_id(request))
+
+    @app.exception_handler(QueueFull)
+    async def _queue_full(request: Request, exc: QueueFull):
+        error = ApiError(429, "the server is busy; retry later", "rate_limit_error")
+        error.headers = {"Retry-After": str(engine.retry_after())}
+        return _error_response(error, _request_id(request))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):

@@ -24,17 +24,19 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from gsv_onnx.errors import GsvError
+
 log = logging.getLogger("gsv_onnx.server")
 
 _DONE = object()
 
 
-class QueueFull(Exception):
-    """Every worker is busy and the waiting line is full."""
+class QueueFull(GsvError):
+    """Every worker is busy and the waiting line is full (the app answers 429)."""
 
 
-class JobTimeout(Exception):
-    """The job ran past the request timeout."""
+class JobTimeout(GsvError):
+    """The job ran past the request timeout (the app answers 504)."""
 
 
 @dataclass
