@@ -27,7 +27,6 @@ _FULLWIDTH.update({0xFF21 + i: 0x41 + i for i in range(26)})
 _FULLWIDTH.update({0xFF41 + i: 0x61 + i for i in range(26)})
 _FULLWIDTH[0x3000] = 0x20
 
-_NUM = r"[0-9]+(?:\.[0-9]+)?"
 
 # --- dates and times ------------------------------------------------------------------------
 
@@ -80,9 +79,13 @@ def _time_range(m: re.Match) -> str:
 # --- ranges, temperatures, units ------------------------------------------------------------
 
 _RANGE_UNITS = r"(%|°C|℃|度|摄氏度|cm2|cm²|cm3|cm³|cm|db|ds|kg|km|m2|m²|m³|m3|ml|m|mm|s)"
-_SIGNED_OR_FRACTION = r"((-?)(([0-9]+)(\.[0-9]+)?)|(\.([0-9]+)))"
+# Every "[0-9]+" that must be followed by something starts with (?<![0-9]): a match can then only
+# begin at the start of a digit run, which finds the same leftmost matches as upstream's patterns
+# but keeps long digit strings linear instead of quadratic.
+_D = r"(?<![0-9])[0-9]+"
+_SIGNED_OR_FRACTION = r"((-?)((" + _D + r")(\.[0-9]+)?)|(\.([0-9]+)))"
 _TILDE_RANGE = re.compile(_SIGNED_OR_FRACTION + _RANGE_UNITS + "[~]" + _SIGNED_OR_FRACTION + _RANGE_UNITS)
-_TEMPERATURE = re.compile(r"(-?)([0-9]+(\.[0-9]+)?)(°C|℃|度|摄氏度)")
+_TEMPERATURE = re.compile(r"(-?)(" + _D + r"(\.[0-9]+)?)(°C|℃|度|摄氏度)")
 # Unit abbreviations replaced anywhere in the sentence, longest spellings first.
 _UNITS = (
     ("cm2", "平方厘米"),
@@ -120,13 +123,13 @@ def _units(sentence: str) -> str:
 # --- arithmetic, powers, fractions, percentages --------------------------------------------
 
 _SUP = "⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ"
-_OPERAND = rf"((-?)(([0-9]+)(\.[0-9]+)?[{_SUP}]*)|(\.[0-9]+[{_SUP}]*)|([A-Za-z][{_SUP}]*))"
+_OPERAND = rf"((-?)(({_D})(\.[0-9]+)?[{_SUP}]*)|(\.[0-9]+[{_SUP}]*)|([A-Za-z][{_SUP}]*))"
 _ARITHMETIC = re.compile(_OPERAND + r"([\+\-\×÷=])" + _OPERAND)
 _OPERATORS = {"+": "加", "-": "减", "×": "乘", "÷": "除", "=": "等于"}
 _POWER = re.compile(f"[{_SUP}]+")
 _SUP_TO_ASCII = str.maketrans(_SUP, "0123456789xyn")
-_FRACTION = re.compile(r"(-?)([0-9]+)/([0-9]+)")
-_PERCENT = re.compile(r"(-?)([0-9]+(\.[0-9]+)?)%")
+_FRACTION = re.compile(r"(-?)(" + _D + r")/([0-9]+)")
+_PERCENT = re.compile(r"(-?)(" + _D + r"(\.[0-9]+)?)%")
 
 
 def _arithmetic(m: re.Match) -> str:
@@ -166,8 +169,8 @@ _NUMERIC_RANGE = re.compile(
     r"(?<![0-9\+\-\×÷=])((-?)(([0-9]+)(\.[0-9]+)?))[-~]((-?)(([0-9]+)(\.[0-9]+)?))(?![0-9\+\-\×÷=])"
 )
 _NEGATIVE = re.compile(r"(-)([0-9]+)")
-_VERSION = re.compile(r"(([0-9]+)(\.[0-9]+)(\.[0-9]+)?(\.[0-9]+)+)")
-_DECIMAL = re.compile(r"(-?)(([0-9]+)(\.[0-9]+))|(\.([0-9]+))")
+_VERSION = re.compile(r"((" + _D + r")(\.[0-9]+)(\.[0-9]+)?(\.[0-9]+)+)")
+_DECIMAL = re.compile(r"(-?)((" + _D + r")(\.[0-9]+))|(\.([0-9]+))")
 _NUMBER = re.compile(r"(-?)(([0-9]+)(\.[0-9]+)?)|(\.([0-9]+))")
 _LONG_DIGITS = re.compile(r"[0-9]{3}[0-9]*")
 
@@ -176,7 +179,7 @@ _LONG_DIGITS = re.compile(r"[0-9]{3}[0-9]*")
 def _quantified_re() -> re.Pattern:
     # a number followed by a measure word is read as a cardinal (2 -> 两)
     words = "|".join(re.escape(w) for w in measure_words())
-    return re.compile(r"([0-9]+)([多余几\+])?(" + words + ")")
+    return re.compile(r"(" + _D + r")([多余几\+])?(" + words + ")")
 
 
 def _numeric_range(m: re.Match) -> str:
