@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +107,17 @@ def test_huge_numbers_are_read_digit_by_digit_instead_of_failing() -> None:
 )
 def test_tokenize(text: str, tokens: list[str]) -> None:
     assert english.tokenize(text) == tokens
+
+
+def test_tokenizer_equals_nltk_tweettokenizer_on_normalized_text() -> None:
+    # nltk is not a dependency of the English frontend; it comes with the [ko] extra
+    nltk_casual = pytest.importorskip("nltk.tokenize.casual")
+    reference = nltk_casual.TweetTokenizer().tokenize
+    rng = random.Random(5)
+    atoms = list("abcdeXYZ '.,?!-") + ["com", "org", "google.com", "can't", "a.m.", "e-mail", "    ", "''''"]
+    for _ in range(3000):
+        text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 20)))
+        assert english.tokenize(text) == reference(text), text
 
 
 # ----------------------------------------------------------------------------- g2p

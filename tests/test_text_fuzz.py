@@ -85,8 +85,8 @@ def _long_text(n: int, seed: int) -> str:
 @pytest.mark.parametrize(
     ("text", "lang", "limit_s"),
     [
-        (_long_text(100_000, 1), "auto", 120.0),
-        ("银行行长说这件事情很重要。" * 8_000, "zh", 120.0),
+        (_long_text(100_000, 1), "auto", 150.0),
+        ("银行行长说这件事情很重要。" * 8_000, "zh", 90.0),
         ("a" * 100_000, "en", 60.0),
         ("\x00" * 100_000, "zh", 30.0),
         ("1" * 100_000, "zh", 60.0),
@@ -94,6 +94,8 @@ def _long_text(n: int, seed: int) -> str:
     ids=["mixed-100k", "zh-100k", "one-letter-100k", "nul-100k", "digits-100k"],
 )
 def test_long_inputs_finish(text, lang, limit_s):
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: the limit is about the algorithm (no quadratic
+    # blow-up, no hang), not about how busy the machine is
+    start = time.process_time()
     _check(text, lang)
-    assert time.perf_counter() - start < limit_s
+    assert time.process_time() - start < limit_s

@@ -274,3 +274,19 @@ def test_special_silences():
 def test_empty_and_symbol_only_text():
     assert g2p("").phones == []
     assert g2p("☃☃ abc").phones == []
+
+
+def test_very_long_numbers_are_read_without_deep_recursion():
+    assert read_cardinal("1" + "0" * 16) == "一亿亿"
+    assert read_cardinal("100000001") == "一亿零一"
+    reading = read_cardinal("9" * 5000)  # would exceed Python's recursion limit if done recursively
+    assert reading.count("亿") == (5000 - 1) // 8
+
+
+def test_long_digit_runs_normalize_in_linear_time():
+    import time
+
+    start = time.process_time()
+    for text in ("1" * 50_000, "1" * 50_000 + "+", "2" * 50_000 + "%", "1.1" * 20_000):
+        text_normalize(text)
+    assert time.process_time() - start < 20.0

@@ -191,7 +191,7 @@ def export_bert(bert: nn.Module, out_dir: str | os.PathLike) -> Path:
     args = tuple(
         torch.from_numpy(example[name]) for name in ("input_ids", "attention_mask", "token_type_ids")
     )
-    return _export(
+    path = _export(
         bert.eval(),
         args,
         Path(out_dir) / BERT_FILE,
@@ -204,6 +204,37 @@ def export_bert(bert: nn.Module, out_dir: str | os.PathLike) -> Path:
             "hidden": {1: "T_tok"},
         },
     )
+    _restore_unused_inputs(path, ["input_ids", "attention_mask", "token_type_ids"], [1, "T_tok"])
+    return path
+
+
+def _restore_unused_inputs(path: Path, names: list[str], shape: list) -> None:
+    """Add back int64 inputs the TorchScript exporter dropped because nothing reads them.
+
+    A 2-layer BERT's hidden_states[-3] is the embedding output, which ignores ``attention_mask``;
+    the graph contract (e) still lists it, and the runtime feeds it.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(path))
+    present = {value.name for value in model.graph.input}
+    missing = [name for name in names if name not in present]
+    if not missing:
+        return
+    inputs = list(model.graph.input)
+    for name in missing:
+        inputs.insert(names.index(name), helper.make_tensor_value_info(name, TensorProto.INT64, shape))
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        publish_file(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def verify_bert(

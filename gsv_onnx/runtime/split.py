@@ -211,7 +211,9 @@ _SHIELD_BASE = 0xE000
 _SHIELD_COUNT = 6400
 
 
-def split_text(text: str, method: str = "cut1", lang: str = "zh", protect: re.Pattern | None = None) -> list[str]:
+def split_text(
+    text: str, method: str = "cut1", lang: str = "zh", protect: re.Pattern | None = None
+) -> list[str]:
     """The pieces upstream synthesizes one by one for `text` (spec §7.1, steps 1-6).
 
     `protect`: spans matching this pattern (e.g. the frontend's `[pause:0.5]` and `{word|pron}`

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 from pypinyin import Style, lazy_pinyin
 
@@ -26,12 +27,18 @@ _LATIN_RUN = re.compile(r"[a-zA-Z]+")
 PinyinOverride = Callable[[str, str], "list[str] | None"]
 
 
-def initials_finals(word: str) -> tuple[list[str], list[str]]:
-    """pypinyin's strict initials and FINALS_TONE3 for `word` (neutral tone 5)."""
+@lru_cache(maxsize=65536)
+def _initials_finals_cached(word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     initials = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.INITIALS)
     finals = lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
     n = min(len(initials), len(finals))
-    return initials[:n], finals[:n]
+    return tuple(initials[:n]), tuple(finals[:n])
+
+
+def initials_finals(word: str) -> tuple[list[str], list[str]]:
+    """pypinyin's strict initials and FINALS_TONE3 for `word` (neutral tone 5); fresh lists per call."""
+    initials, finals = _initials_finals_cached(word)
+    return list(initials), list(finals)
 
 
 def split_tone3(syllable: str) -> tuple[str, str]:

@@ -13,7 +13,20 @@ def read_digits(digits: str, alt_one: bool = False) -> str:
     return text.replace("一", "幺") if alt_one else text
 
 
-def _cardinal_parts(value: str, use_zero: bool = True) -> list[str]:
+def _cardinal_parts(value: str) -> list[str]:
+    # Numbers longer than eight digits are "<head>亿<8 digits>", recursively; peeling the 8-digit
+    # groups in a loop gives the same reading without deep recursion on very long digit strings.
+    groups: list[str] = []
+    while len(value.lstrip("0")) > 8:
+        groups.append(value[-8:])
+        value = value[:-8]
+    parts = _small_cardinal_parts(value)
+    for group in reversed(groups):
+        parts += ["亿"] + _small_cardinal_parts(group)
+    return parts
+
+
+def _small_cardinal_parts(value: str, use_zero: bool = True) -> list[str]:
     stripped = value.lstrip("0")
     if not stripped:
         return []
@@ -23,7 +36,7 @@ def _cardinal_parts(value: str, use_zero: bool = True) -> list[str]:
         return [DIGIT_CHARS[int(stripped)]]
     power, unit = next((p, u) for p, u in _UNITS if p < len(stripped))
     head, tail = value[:-power], value[-power:]
-    return _cardinal_parts(head) + [unit] + _cardinal_parts(tail)
+    return _small_cardinal_parts(head) + [unit] + _small_cardinal_parts(tail)
 
 
 def read_cardinal(value: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import lru_cache
 from types import ModuleType
 
 _lock = threading.Lock()
@@ -42,13 +43,19 @@ def cut_with_pos(sentence: str) -> list[tuple[str, str]]:
     return [(pair.word, pair.flag) for pair in posseg.lcut(sentence)]
 
 
+@lru_cache(maxsize=65536)
+def _cut_for_search_cached(word: str) -> tuple[str, ...]:
+    jieba, _ = _load()
+    return tuple(jieba.cut_for_search(word))
+
+
 def cut_for_search(word: str) -> list[str]:
     """jieba's search-mode cut (the word and its dictionary sub-words)."""
-    jieba, _ = _load()
-    return list(jieba.cut_for_search(word))
+    return list(_cut_for_search_cached(word))
 
 
 def add_word(word: str, pos: str | None = None) -> None:
     """Teach the segmenter a word (used for user dictionary entries so they stay one token)."""
     jieba, _ = _load()
     jieba.add_word(word, tag=pos)
+    _cut_for_search_cached.cache_clear()

@@ -7,6 +7,8 @@ model was trained on phones produced that way.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from pypinyin import Style, lazy_pinyin
 
 from .data import must_neutral_words
@@ -18,9 +20,14 @@ _CLAUSE_PUNCT = "：，；。？！“”‘’':,;.?!"
 _SENTENCE_PARTICLES = "吧呢哈啊呐噻嘛吖嗨呐哦哒额滴哩哟喽啰耶喔诶"
 
 
+@lru_cache(maxsize=65536)
+def _finals_tone3_cached(word: str) -> tuple[str, ...]:
+    return tuple(lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3))
+
+
 def finals_tone3(word: str) -> list[str]:
-    """pypinyin FINALS_TONE3 readings of `word` (neutral tone written 5)."""
-    return lazy_pinyin(word, neutral_tone_with_five=True, style=Style.FINALS_TONE3)
+    """pypinyin FINALS_TONE3 readings of `word` (neutral tone written 5); a fresh list per call."""
+    return list(_finals_tone3_cached(word))
 
 
 def _with_tone(final: str, tone: str) -> str:
