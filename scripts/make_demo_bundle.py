@@ -13,7 +13,7 @@ computation: 732 phones, 1024-dim BERT input, 768-dim HuBERT, 1024 x 768 codeboo
 bins, MRTE 512, gin 512, flow and text-encoder hidden 192 (MRTE's content channels). Everything
 the configs choose shrinks: a 1-layer 32-wide GPT, a small SoVITS (filter 64, 2 layers, HiFi-GAN
 32 channels), a 1-layer HuBERT (FFN 32, conv_dim 16, positional conv kernel 2) and a 2-layer
-RoBERTa with a ~120-token vocabulary, whose hidden_states[-3] is the embedding output (no layer
+RoBERTa with a ~110-token vocabulary, whose hidden_states[-3] is the embedding output (no layer
 runs). The weights are random, so the demo speaks noise.
 
 The bundle goes through the converter (`convert`, fp32, verified against PyTorch), then:
@@ -23,9 +23,11 @@ unpacked by plain ONNX ops that ONNX Runtime constant-folds when the session loa
 `store_weights_lowbit`; compute stays fp32). This is a size choice for random weights only: a
 real model keeps the converter's precisions.
 
-The floor is the SoVITS flow that V2 fixes: 4 couplings of a 192-wide, kernel-5, 4-layer WaveNet
-with 512-dim conditioning, about 10.1 M weights (5 MB in 4 bits), plus the two 1024 x 768
-codebooks, HuBERT's 768-wide attention and ssl_proj (768 x 768 x 2). Needs the [convert] extra.
+The floor (about 11.5 MiB in 4 bits, 19.9 M stored weights) is what V2 fixes: the SoVITS flow,
+4 couplings of a 192-wide, kernel-5, 4-layer WaveNet with 512-dim conditioning (10.1 M weights),
+MRTE (1.3 M), the 1024 x 768 codebook (in the decoder, and twice in the reference encoder: the
+exported distance product stores its transpose too), HuBERT's one 768-wide attention layer
+(2.4 M) and ssl_proj (768 x 768 x 2, 1.2 M). Needs the [convert] extra.
 
     python scripts/make_demo_bundle.py [--out DIR] [--weight-bits 4|8] [--seed N]
 """

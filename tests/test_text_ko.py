@@ -72,3 +72,21 @@ def test_parity_with_upstream_korean_segments() -> None:
     segments = [{"id": r["id"], **seg} for r in rows for seg in r["segments"] if seg["lang"] == "ko"]
     mismatched = [seg["id"] for seg in segments if korean.g2p(seg["text"]).phones != seg["phones"]]
     assert not mismatched, mismatched
+
+
+def test_prepared_rules_give_g2pk2s_own_output() -> None:
+    # our G2p.__call__ (rules compiled once) must equal g2pk2's original method step for step
+    import random
+
+    import g2pk2.g2pk2 as g2pk2_module
+
+    model, _ = korean._load()
+    rng = random.Random(7)
+    common = list("가나다라마바사아자차카타파하는을를이가에서의도고한국어좋아요습니다했었겠값닭읽밟넓젊")
+    syllables = [chr(c) for c in range(0xAC00, 0xD7A4)]
+    for _ in range(300):
+        text = "".join(
+            rng.choice(common) if rng.random() < 0.6 else rng.choice(syllables + list(" 0123456789,.!?"))
+            for _ in range(rng.randint(1, 20))
+        )
+        assert model(text) == g2pk2_module.G2p.__call__(model, text), text

@@ -110,6 +110,9 @@ class SynthesisResult(Audio):
 
 def vocoder_frames(n_tokens: int, speed: float) -> int:
     """Latent frames the SoVITS decoder produces: 2 per token, or floor(2T/speed)+1 when speed != 1."""
+    # The graph receives speed as float32 and rounds it to 6 decimals before dividing in float64
+    # (so float32(0.8) gives upstream's frame count); do the same here so the noise fits exactly.
+    speed = round(float(np.float32(speed)), 6)
     if speed == 1.0:
         return 2 * n_tokens
     return int(math.floor(2 * n_tokens / speed)) + 1
