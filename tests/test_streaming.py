@@ -223,3 +223,24 @@ def test_very_long_text_streams_without_running_ahead(tts, voice):  # noqa: F811
     finally:
         del tts._units_or_skip
     assert not [t for t in threading.enumerate() if t.name == "gsv-gpt-decode"]
+
+
+@pytest.mark.parametrize("speed", [0.8, 1.25])
+def test_stream_at_other_speeds_is_close_in_length_and_click_free(tts, voice, speed):  # noqa: F811
+    """At speed != 1 each window is stretched on its own (the decoder's floor(2W/speed)+1 frames),
+    so the stream is close to, not equal to, the whole output: same length within one frame."""
+    options = dict(EXACT, speed_factor=speed, fragment_interval=0.0)
+    chunks, whole = stream_and_whole(tts, voice, **options)
+    streamed = np.concatenate([c.samples for c in chunks])
+    assert abs(streamed.shape[0] - whole.samples.shape[0]) <= 640
+    assert not clicks(streamed, join_positions(chunks))
+
+
+def test_chunks_grow_from_the_first_to_the_largest():
+    renderer = streaming_module.PartRenderer.__new__(streaming_module.PartRenderer)
+    renderer.streaming = StreamingOptions()
+    assert [renderer.chunk_size(k) for k in range(6)] == [6, 12, 24, 32, 32, 32]
+    renderer.streaming = StreamingOptions(first_chunk_tokens=10, chunk_tokens=10, chunk_growth=1.0)
+    assert [renderer.chunk_size(k) for k in range(3)] == [10, 10, 10]
+    with pytest.raises(OptionsError):
+        StreamingOptions(chunk_growth=0.5)

@@ -579,3 +579,14 @@ def test_sessions_are_shared_by_voices(tts, voice, speak_env):
     tts.synthesize("共享会话。", voice, seed=1)
     assert tts.decoder is decoder and tts.sovits is sovits
     assert tts.ref_enc is tts.ref_enc and tts.bert is tts.bert
+
+
+def test_concurrent_synthesis_on_one_tts_is_safe(tts, voice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = ["第一个线程的句子。", "Second thread sentence.", "第三个线程的句子。"]
+    expected = [tts.synthesize(t, voice, seed=11).samples for t in texts]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda t: tts.synthesize(t, voice, seed=11).samples, texts))
+    for got, want in zip(results, expected, strict=True):
+        assert np.array_equal(got, want)

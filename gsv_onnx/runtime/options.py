@@ -188,7 +188,7 @@ class StreamingOptions:
     """Chunking of token-level streaming (`tts.stream`, docs/streaming.md).
 
     The vocoder runs on windows of tokens: each chunk emits the audio of `first_chunk_tokens`
-    (first chunk) or `chunk_tokens` (later chunks) new tokens, rendered with up to
+    (first chunk), then chunks growing by `chunk_growth` up to `chunk_tokens` new tokens, rendered with up to
     `left_context_tokens` already-emitted tokens before them and `lookahead_tokens` decoded tokens
     after them, so the SoVITS decoder sees the context it sees in a whole-utterance run. Joins are
     cross-faded over `crossfade_samples` samples (equal-power sine window). One token is 1280
@@ -203,6 +203,10 @@ class StreamingOptions:
     left_context_tokens: int = 8
     lookahead_tokens: int = 3
     crossfade_samples: int = 1280
+    # Chunk k (k >= 1) emits min(chunk_tokens, first_chunk_tokens * chunk_growth**k) tokens: a
+    # small first chunk for latency, then growing ones so that each chunk has the playing time of
+    # the audio before it to be made.
+    chunk_growth: float = 2.0
 
     def __post_init__(self) -> None:
         for name in ("first_chunk_tokens", "chunk_tokens"):
@@ -213,6 +217,8 @@ class StreamingOptions:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise OptionsError(f"{name} must be an integer >= 0, got {value!r}")
+        if not float(self.chunk_growth) >= 1.0:
+            raise OptionsError(f"chunk_growth must be >= 1, got {self.chunk_growth!r}")
         if self.crossfade_samples > 1280 * self.left_context_tokens:
             raise OptionsError(
                 "crossfade_samples needs that much left context: at most 1280 x left_context_tokens "

@@ -111,6 +111,7 @@ class PartRenderer:
         self.held: np.ndarray | None = None
         self.vocoder_seconds = 0.0
         self.samples = 0
+        self.chunks = 0
 
     def _position(self, token_index: int, window_start: int) -> int:
         return int(round((token_index - window_start) * self.samples_per_token))
@@ -150,13 +151,20 @@ class PartRenderer:
     def feed(self, token: int) -> np.ndarray | None:
         """Add a token; returns a chunk of audio when one is ready."""
         self.tokens.append(token)
-        size = self.streaming.first_chunk_tokens if self.emitted == 0 else self.streaming.chunk_tokens
+        size = self.chunk_size(self.chunks)
         stop = self.emitted + size
         if len(self.tokens) < stop + self.streaming.lookahead_tokens:
             return None
         chunk = self._render(self.emitted, stop, len(self.tokens), final=False)
         self.samples += chunk.shape[0]
+        self.chunks += 1
         return chunk
+
+    def chunk_size(self, index: int) -> int:
+        """Tokens emitted by chunk `index`: the first chunk's size, growing up to chunk_tokens."""
+        options = self.streaming
+        grown = options.first_chunk_tokens * options.chunk_growth**index
+        return int(min(options.chunk_tokens, max(options.first_chunk_tokens, round(grown))))
 
     def finish(self) -> np.ndarray:
         """The rest of the audio once every token is known."""

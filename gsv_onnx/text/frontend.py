@@ -67,7 +67,7 @@ def _sanitize(text: str) -> str:
         cat = unicodedata.category(ch)
         if cat == "Cc":
             out.append(" ")
-        elif cat in ("Cf", "Cs", "Co", "Cn") and ch not in "\u200b":
+        elif cat in ("Cf", "Cs", "Co", "Cn"):  # format marks (RTL, zero-width), private, unassigned
             continue
         else:
             out.append(ch)
