@@ -90,3 +90,16 @@ def test_parity_with_upstream_japanese_segments() -> None:
     rate = 1 - len(mismatched) / len(segments)
     assert rate >= 0.95, (rate, mismatched)
     assert set(mismatched) <= set(JA_KNOWN_DIFFERENCES), mismatched
+
+
+def test_long_repeated_kana_does_not_crash_open_jtalk() -> None:
+    # Open JTalk segfaults on runs like "ア" * 345; runs are read in pieces of at most 256 chars.
+    # A subprocess, so that a regression fails this test instead of killing the test run.
+    code = (
+        "from gsv_onnx.text import japanese as j\n"
+        "for text in ['ア' * 3000, 'え' * 1100, 'ッ' * 400, 'ｱ' * 400, 'ゃ' * 1030]:\n"
+        "    assert j.g2p(text).phones\n"
+        "print('done')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "done" in done.stdout, (done.returncode, done.stderr[-500:])

@@ -151,6 +151,18 @@ def prosody_phones(text: str) -> list[str]:
     return phones[1:-1]
 
 
+# Open JTalk crashes the whole process (segmentation fault) on long runs of one repeated kana
+# from about 341 characters on ("ア" * 345, "ッ" * 400, "え" * 1063); up to 340 every kana was
+# checked safe. A run without any mark or space that long is not real text (upstream also cuts
+# text into sentences first), so runs over _MAX_RUN characters are read in pieces of that size.
+_MAX_RUN = 256
+
+
+def _split_long_run(run: str) -> list[str]:
+    """`run` cut into pieces of at most _MAX_RUN characters (unchanged when shorter)."""
+    return [run[i : i + _MAX_RUN] for i in range(0, len(run), _MAX_RUN)] if len(run) > _MAX_RUN else [run]
+
+
 def g2p_normalized(norm_text: str) -> list[str]:
     """V2 phones of normalized Japanese text (unknown symbols already mapped to UNK)."""
     # lone surrogates cannot cross into Open JTalk's C++ code; they become marks (-> UNK)
@@ -160,7 +172,8 @@ def g2p_normalized(norm_text: str) -> list[str]:
     phones: list[str] = []
     for i, run in enumerate(runs):
         if _JA_CHAR_RE.match(run):
-            phones.extend(prosody_phones(run))
+            for piece in _split_long_run(run):
+                phones.extend(prosody_phones(piece))
         if i < len(marks):
             if marks[i] == " ":
                 continue
