@@ -14,6 +14,10 @@ class CheckpointError(GsvError):
     """A checkpoint file cannot be read, is of an unsupported version, or does not match the model."""
 
 
+class GraphMismatchError(CheckpointError):
+    """An exported graph disagrees with its PyTorch module beyond tolerance (a converter bug)."""
+
+
 class UnsupportedVersionError(CheckpointError):
     """The checkpoint is a GPT-SoVITS version other than V2."""
 

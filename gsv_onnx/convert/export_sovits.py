@@ -18,7 +18,7 @@ import numpy as np
 
 from gsv_onnx.convert import require_torch
 from gsv_onnx.convert.sovits import REF_ENC_BINS, SovitsV2, fold_weight_norm, frames_for
-from gsv_onnx.errors import CheckpointError
+from gsv_onnx.errors import GraphMismatchError
 
 torch = require_torch()
 import torch.nn.functional as F  # noqa: E402
@@ -46,8 +46,8 @@ _REDUCED_PRECISION_OPS = {
 }
 
 
-class SovitsGraphMismatchError(CheckpointError):
-    """An exported SoVITS graph disagrees with the PyTorch module beyond tolerance (a converter bug)."""
+# Kept as a name for the SoVITS verify stage; one error type for every graph mismatch.
+SovitsGraphMismatchError = GraphMismatchError
 
 
 class _LinearResize(torch.autograd.Function):

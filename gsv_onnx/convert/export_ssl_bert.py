@@ -20,7 +20,7 @@ import numpy as np
 
 from gsv_onnx.convert import require_torch
 from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic, publish_file
-from gsv_onnx.errors import CheckpointError
+from gsv_onnx.errors import CheckpointError, GraphMismatchError
 
 torch = require_torch()
 nn = torch.nn
@@ -36,10 +36,6 @@ BERT_TOLERANCE = 1e-3
 # Prompt codes come from an argmin: on a real model a near-tie may flip under float reordering, so the
 # verify stage accepts up to this fraction of differing codes (the tiny test model must match exactly).
 CODES_MISMATCH_TOLERANCE = 0.02
-
-
-class GraphMismatchError(CheckpointError):
-    """An exported graph disagrees with the PyTorch module beyond tolerance (a converter bug)."""
 
 
 class ReferenceEncoder(nn.Module):
