@@ -509,3 +509,45 @@ def test_unknown_precision_is_refused(tiny_graphs):
     with pytest.raises(QuantizeError, match="int3"):
         quantize_graph(tiny_graphs["gpt_decode"], "int3")
     assert quantize_graph(tiny_graphs["gpt_decode"], "fp32") == tiny_graphs["gpt_decode"]
+
+
+def test_sibling_decoders_share_sessions_and_decode_concurrently(any_graphs):
+    """Decoders made from one pair of sessions (`sibling`) keep their own buffers: two threads
+    decoding different inputs at the same time get exactly what each gets alone, and each keeps
+    its buffers' addresses (no copies) throughout."""
+    import threading
+
+    first = GptDecoder(any_graphs["gpt_prefill"], any_graphs["gpt_decode"], ONE_THREAD, max_new_tokens=30)
+    second = first.sibling()
+    shared = GptDecoder(first.prefill_session, first.decode_session, max_new_tokens=30)
+    assert second.prefill_session is first.prefill_session and second.decode_session is first.decode_session
+    assert shared.decode_session is first.decode_session and shared.max_new_tokens == 30
+    inputs = [_inputs(40, 9, seed=1), _inputs(25, 13, seed=2)]
+
+    def run(decoder: GptDecoder, feeds, barrier=None) -> list[np.ndarray]:
+        logits = decoder.prefill(*feeds)
+        addresses = (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data)
+        out = [logits]
+        for _ in range(20):
+            if barrier is not None:
+                barrier.wait(timeout=30)  # both threads step in lockstep: the runs overlap
+            logits = decoder.step(int(np.argmax(logits[:-1])))
+            out.append(logits)
+            assert (decoder.k_buffer.ctypes.data, decoder.v_buffer.ctypes.data) == addresses
+        return out
+
+    alone = [run(first, feeds) for feeds in inputs]
+    barrier = threading.Barrier(2)
+    results: dict[int, list[np.ndarray]] = {}
+    threads = [
+        threading.Thread(target=lambda i=i, d=d: results.__setitem__(i, run(d, inputs[i], barrier)))
+        for i, d in enumerate((first, second))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == [0, 1]
+    assert first.k_buffer is not second.k_buffer
+    for got, want in zip((results[0], results[1]), alone, strict=True):
+        assert all(np.array_equal(g, w) for g, w in zip(got, want, strict=True))

@@ -62,7 +62,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("end-to-end CPU s / audio s", "e2e_cpu_rtf", "{:.3f}"),
     ("end-to-end RTF, first call", "e2e_first_rtf", "{:.3f}"),
     ("time to first audio (s)", "first_audio_s", "{:.2f}"),
-    ("peak RSS (MB)", "peak_rss_mb", "{:.0f}"),
+    ("peak RSS, load + voice + utterance (MB)", "peak_rss_mb", "{:.0f}"),
+    ("peak RSS, whole bench process (MB)", "peak_rss_process_mb", "{:.0f}"),
     ("peak RSS after load (MB)", "peak_rss_load_mb", "{:.0f}"),
     ("RSS after load (MB)", "rss_after_load_mb", "{:.0f}"),
 )

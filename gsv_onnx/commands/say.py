@@ -40,6 +40,17 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         help="execution provider: cpu (default), xnnpack, coreml, cuda, directml; repeat for a preference order",
     )
     parser.add_argument("--verify", action="store_true", help="check the bundle's sha256 checksums first")
+    group = parser.add_argument_group("pronunciation (docs/frontend.md)")
+    group.add_argument(
+        "--user-dict",
+        metavar="FILE",
+        help="user pronunciation dictionary: .tsv (word<TAB>pinyin/ARPAbet/jyutping per line) or .json",
+    )
+    group.add_argument(
+        "--g2pw",
+        metavar="DIR",
+        help="G2PWModel directory: Mandarin polyphones by the g2pW model (needs gsv-onnx[g2pw])",
+    )
 
 
 def add_synthesis_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,15 +124,22 @@ def runtime_options(args: argparse.Namespace) -> Any:
     return RuntimeOptions(**kwargs)
 
 
+def frontend_options(args: argparse.Namespace) -> Any:
+    """`FrontendOptions` from --user-dict / --g2pw."""
+    from gsv_onnx.runtime.options import FrontendOptions
+
+    return FrontendOptions(user_dict=getattr(args, "user_dict", None), g2pw_dir=getattr(args, "g2pw", None))
+
+
 def load_tts(args: argparse.Namespace) -> Any:
-    """`TTS.load` for --bundle with the runtime options."""
+    """`TTS.load` for --bundle with the runtime and frontend options."""
     if not args.bundle:
         raise OptionsError(
             "no bundle given: pass --bundle DIR (a directory written by gsv convert) or set GSV_BUNDLE"
         )
     from gsv_onnx.runtime.tts import TTS
 
-    return TTS.load(args.bundle, runtime_options(args), verify=args.verify)
+    return TTS.load(args.bundle, runtime_options(args), verify=args.verify, frontend=frontend_options(args))
 
 
 def register(subparsers) -> None:

@@ -47,6 +47,15 @@ def register(subparsers) -> None:
         "--api-key", dest="api_key", help="require 'Authorization: Bearer KEY' (not on /health)"
     )
     parser.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--user-dict",
+        dest="user_dict",
+        metavar="FILE",
+        help="user pronunciation dictionary (.tsv word<TAB>pronunciation, or .json) for every request",
+    )
+    parser.add_argument(
+        "--g2pw", metavar="DIR", help="G2PWModel directory for Mandarin polyphones (needs gsv-onnx[g2pw])"
+    )
     parser.add_argument("--log-level", dest="log_level", help="uvicorn log level (default info)")
     parser.set_defaults(func=run)
 
@@ -75,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         threads=args.threads,
         log_level=args.log_level,
+        user_dict=args.user_dict,
+        g2pw=args.g2pw,
     )
     app = create_app(config)
     if config.host not in ("127.0.0.1", "localhost", "::1") and not config.api_key:

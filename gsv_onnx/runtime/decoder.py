@@ -15,11 +15,21 @@ the converter writes:
   rows, which are written at row P.
 
 Sampling is not done here (see the sampler module); `prefill` and `step` return logits.
+
+Several decoders may share one pair of sessions (`GptDecoder(prefill_session, decode_session)`
+or `decoder.sibling()`): ONNX Runtime sessions may `run` from several threads at once, and all
+per-decode state (KV buffers, I/O binding, small input/output arrays) belongs to the decoder.
+`DecoderPool` hands such decoders to threads, one decode each, creating them on first need.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -47,17 +57,25 @@ class GptDecoder:
 
     `max_new_tokens` bounds the number of `step` calls after a prefill (upstream's 1500 by default);
     the buffers are sized for the prompt plus that many rows.
+
+    `prefill_path` / `decode_path` may also be already created `onnxruntime.InferenceSession`s
+    (shared with other decoders; `runtime_options` is then unused). One decoder serves one
+    thread at a time; use one decoder per concurrent decode (`sibling()`, `DecoderPool`).
     """
 
     def __init__(
         self,
-        prefill_path: str | Path,
-        decode_path: str | Path,
+        prefill_path: str | Path | Any,
+        decode_path: str | Path | Any,
         runtime_options: RuntimeOptions | None = None,
         max_new_tokens: int = MAX_DECODE_STEPS,
     ):
-        self.prefill_session = create_session(prefill_path, runtime_options)
-        self.decode_session = create_session(decode_path, runtime_options)
+        self.prefill_session = _session(prefill_path, runtime_options)
+        self.decode_session = _session(decode_path, runtime_options)
+        if isinstance(decode_path, (str, os.PathLike)):
+            decode_path = Path(decode_path)
+        else:
+            decode_path = "gpt_decode session"
         self.max_new_tokens = int(max_new_tokens)
         meta = self.decode_session.get_modelmeta().custom_metadata_map
         input_names = [i.name for i in self.decode_session.get_inputs()]
@@ -91,6 +109,10 @@ class GptDecoder:
         self._k_names = [f"k_cache_{i}" for i in range(self.n_layer)]
         self._v_names = [f"v_cache_{i}" for i in range(self.n_layer)]
         self._bind_fixed()
+
+    def sibling(self) -> GptDecoder:
+        """Another decoder over the same two sessions, with its own (not yet allocated) buffers."""
+        return GptDecoder(self.prefill_session, self.decode_session, max_new_tokens=self.max_new_tokens)
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -235,3 +257,91 @@ class GptDecoder:
             buffer[:, :, : self._cache_len].transpose(0, 2, 1, 3).reshape(merged)
             for buffer in (self.k_buffer, self.v_buffer)
         )
+
+
+def _session(graph: str | Path | Any, runtime_options: RuntimeOptions | None) -> Any:
+    """A session for a graph path, or the given (shared) session itself."""
+    if isinstance(graph, (str, os.PathLike)):
+        return create_session(graph, runtime_options)
+    if not (hasattr(graph, "run") and hasattr(graph, "get_inputs") and hasattr(graph, "io_binding")):
+        raise TypeError(
+            f"expected a graph path or an onnxruntime.InferenceSession, got {type(graph).__name__}"
+        )
+    return graph
+
+
+class DecoderPool:
+    """Up to `size` GPT decoders that threads borrow, one decode each (`with pool.acquire() as d`).
+
+    The first decoder is given; the others are made by `factory` (by default `first.sibling()`:
+    the same sessions, their own KV buffers) when a thread finds every existing decoder busy and
+    the pool is not full, so a pool that never sees concurrent decodes stays at one decoder. When
+    all `size` decoders are busy, `acquire` waits. The most recently returned decoder is handed
+    out first (its cache pages are already resident).
+    """
+
+    def __init__(
+        self, first: GptDecoder, size: int = 1, factory: Callable[[], GptDecoder] | None = None
+    ) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"pool size must be an integer >= 1, got {size!r}")
+        self.size = size
+        self._factory = factory or first.sibling
+        self._decoders: list[Any] = [first]
+        self._free: list[Any] = [first]
+        self._creating = 0
+        self._condition = threading.Condition()
+
+    @property
+    def first(self) -> Any:
+        """The pool's first decoder (the one a pool of size 1 always hands out)."""
+        return self._decoders[0]
+
+    def replace_first(self, decoder: Any) -> None:
+        """Put `decoder` (e.g. a wrapper of the first one) in the first decoder's place."""
+        with self._condition:
+            old = self._decoders[0]
+            self._decoders[0] = decoder
+            self._free = [decoder if d is old else d for d in self._free]
+
+    def grow(self, size: int) -> None:
+        """Allow at least `size` decoders (a pool never shrinks)."""
+        with self._condition:
+            if size > self.size:
+                self.size = int(size)
+                self._condition.notify_all()
+
+    @property
+    def created(self) -> int:
+        """Decoders created so far (1..size)."""
+        with self._condition:
+            return len(self._decoders)
+
+    @contextmanager
+    def acquire(self) -> Iterator[Any]:
+        """Borrow a decoder for one decode (prefill + steps); waits while all `size` are busy."""
+        with self._condition:
+            while not self._free and len(self._decoders) + self._creating >= self.size:
+                self._condition.wait()
+            decoder = self._free.pop() if self._free else None
+            if decoder is None:
+                self._creating += 1
+        if decoder is None:
+            try:
+                decoder = self._factory()  # outside the lock: other threads keep borrowing
+            finally:
+                with self._condition:
+                    self._creating -= 1
+                    if decoder is not None:
+                        self._decoders.append(decoder)
+                    else:
+                        self._condition.notify()
+        try:
+            yield decoder
+        finally:
+            with self._condition:
+                if not any(decoder is d for d in self._decoders):
+                    decoder = self._decoders[0]  # the first decoder was replaced while borrowed
+                if not any(decoder is d for d in self._free):
+                    self._free.append(decoder)
+                self._condition.notify()

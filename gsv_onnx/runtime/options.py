@@ -4,8 +4,9 @@
 noise); its defaults are upstream's `TTS.run` defaults (spec §7.6), so the Python API splits with
 `cut1` like upstream's API class while the HTTP server passes `cut5` like upstream's api_v2.
 
-`RuntimeOptions` holds what is fixed when a bundle is loaded: ONNX Runtime threads and execution
-providers.
+`RuntimeOptions` holds what is fixed when a bundle is loaded: ONNX Runtime threads, execution
+providers and how many GPT decodes may run at once. `FrontendOptions` holds the text frontend's
+user controls (user dictionary, markup, optional g2pW model), also fixed at load.
 """
 
 from __future__ import annotations
@@ -160,6 +161,9 @@ class RuntimeOptions:
     spinning threads steal the cores the other session needs.
     `graph_optimization`: "all" (default), "extended", "basic" or "disabled".
     `session_config`: extra `SessionOptions.add_session_config_entry` pairs.
+    `decoder_pool_size`: GPT decoders a `TTS` may use at once, so that up to this many pieces of
+    text (from different threads) decode concurrently. They share the two GPT sessions; each has
+    its own KV-cache buffers and is created on first need. 1 (default) = one decode at a time.
     """
 
     intra_op_threads: int | None = None
@@ -167,12 +171,19 @@ class RuntimeOptions:
     allow_spinning: bool = False
     graph_optimization: str = "all"
     session_config: dict[str, str] = field(default_factory=dict)
+    decoder_pool_size: int = 1
 
     def __post_init__(self) -> None:
         if self.intra_op_threads is not None and (
             not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 1
         ):
             raise OptionsError(f"intra_op_threads must be an integer >= 1, got {self.intra_op_threads!r}")
+        if (
+            isinstance(self.decoder_pool_size, bool)
+            or not isinstance(self.decoder_pool_size, int)
+            or self.decoder_pool_size < 1
+        ):
+            raise OptionsError(f"decoder_pool_size must be an integer >= 1, got {self.decoder_pool_size!r}")
         if isinstance(self.providers, str):
             object.__setattr__(self, "providers", (self.providers,))
         if self.graph_optimization not in ("all", "extended", "basic", "disabled"):
@@ -184,6 +195,43 @@ class RuntimeOptions:
     def threads(self) -> int:
         """The effective intra-op thread count."""
         return self.intra_op_threads or default_intra_op_threads()
+
+
+@dataclass(frozen=True)
+class FrontendOptions:
+    """User control over the text frontend (docs/frontend.md), fixed once a bundle is loaded.
+
+    `user_dict`: a user pronunciation dictionary, as a path to a `.tsv` (word<TAB>pronunciation)
+    or `.json` ({word: pronunciation}) file or a loaded `gsv_onnx.text.UserDictionary`; its words
+    are read as if written `{word|pronunciation}`. None = no dictionary.
+    `g2pw_dir`: an unpacked G2PWModel directory for Mandarin polyphones (needs the `g2pw` extra);
+    None = pypinyin's readings (upstream with g2pW off).
+    `g2pw_vocab`: the chinese-roberta vocabulary g2pW tokenizes with (`vocab.txt` or
+    `tokenizer.json`); None = the model directory's own, else the bundle's BERT tokenizer.
+    `markup`: read inline `{word|pron}` overrides and `[pause:0.5]` marks (default) or take
+    braces and brackets literally.
+    """
+
+    user_dict: Any = None
+    g2pw_dir: str | os.PathLike | None = None
+    g2pw_vocab: str | os.PathLike | None = None
+    markup: bool = True
+
+    def __post_init__(self) -> None:
+        if self.user_dict is not None and not isinstance(self.user_dict, (str, os.PathLike)):
+            from gsv_onnx.text.markup import UserDictionary
+
+            if not isinstance(self.user_dict, UserDictionary):
+                raise OptionsError(
+                    "user_dict must be a path to a .tsv/.json dictionary file or a UserDictionary, "
+                    f"got {type(self.user_dict).__name__}"
+                )
+        for name in ("g2pw_dir", "g2pw_vocab"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise OptionsError(f"{name} must be a directory/file path, got {type(value).__name__}")
+        if not isinstance(self.markup, bool):
+            raise OptionsError(f"markup must be True or False, got {self.markup!r}")
 
 
 @dataclass(frozen=True)

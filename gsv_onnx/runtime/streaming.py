@@ -213,11 +213,6 @@ def _decode_worker(
     """
     from gsv_onnx.runtime.tts import sampling_params, split_at_pauses
 
-    decoder = tts.decoder
-
-    def step(token: int, position: int) -> np.ndarray:
-        return decoder.step(token)
-
     try:
         params = sampling_params(options)
         for index, piece in enumerate(pieces):
@@ -240,7 +235,12 @@ def _decode_worker(
                 outcome: dict[str, Any] = {}
                 phone_ids, bert, prompt = tts.gpt_inputs(part, voice)
                 max_tokens = tts.token_bound(part.n_phones, options)
-                with tts._gpt_lock:
+                # One pool decoder per part, held while its tokens are drawn (as `synthesize`).
+                with tts.decoders.acquire() as decoder:
+
+                    def step(token: int, position: int, decoder=decoder) -> np.ndarray:
+                        return decoder.step(token)
+
                     logits = decoder.prefill(phone_ids, bert, prompt)
                     generated = 0
                     for token in iter_decode(

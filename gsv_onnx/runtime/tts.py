@@ -13,6 +13,13 @@ and reference-encoder sessions are created on first use, so speaking English wit
 never loads them. The lower layers are public: `text_to_phones`, `phones_to_tokens`,
 `tokens_to_audio`.
 
+Threads: a `TTS` may be used from several threads at once. GPT decodes borrow a decoder from a
+pool of `RuntimeOptions.decoder_pool_size` decoders (default 1: one decode at a time) that share
+the GPT sessions; everything else runs concurrently.
+
+The frontend's user controls (`FrontendOptions`: user dictionary, markup, g2pW) are fixed at load:
+`TTS.load(path, user_dict="words.tsv", g2pw_dir="G2PWModel")`.
+
 Per piece of text (spec §7): prompt phones + piece phones and prompt BERT + piece BERT go through
 the GPT prefill, then the numpy sampler and one cached decode step per token; the piece's tokens,
 its phones only, the voice's `ge`, the speed and the prior noise go through the SoVITS decoder;
@@ -32,6 +39,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -40,8 +48,15 @@ from gsv_onnx.audio import AudioSource
 from gsv_onnx.bundle import Bundle
 from gsv_onnx.errors import OptionsError, TextError
 from gsv_onnx.runtime.bert import BertFeaturizer, load_tokenizer
-from gsv_onnx.runtime.decoder import GptDecoder
-from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions, StreamingOptions, SynthesisOptions
+from gsv_onnx.runtime.decoder import DecoderPool, GptDecoder
+from gsv_onnx.runtime.frontend import Frontend
+from gsv_onnx.runtime.options import (
+    MAX_DECODE_STEPS,
+    FrontendOptions,
+    RuntimeOptions,
+    StreamingOptions,
+    SynthesisOptions,
+)
 from gsv_onnx.runtime.reference import REF_ENC_BINS, encode_reference
 from gsv_onnx.runtime.sampler import DecodeResult, SamplingParams, decode, exponential_noise
 from gsv_onnx.runtime.sessions import create_session
@@ -60,25 +75,10 @@ from gsv_onnx.runtime.voice import Voice
 log = logging.getLogger(__name__)
 
 
-def _phonemize(text: str, lang: str) -> Any:
-    from gsv_onnx.text import phonemize  # the frontend; imported late so `import gsv_onnx` stays cheap
-
-    return phonemize(text, lang)
-
-
 def _languages() -> tuple[str, ...]:
     from gsv_onnx.text import LANGUAGES
 
     return tuple(LANGUAGES)
-
-
-def _markup_pattern():
-    """The frontend's markup pattern ({word|pron}, [pause:..]) so splitting keeps it whole."""
-    try:
-        from gsv_onnx.text.markup import _MARKUP
-    except ImportError:  # a frontend without markup
-        return None
-    return _MARKUP
 
 
 def split_at_pauses(units: TextUnits) -> list[tuple[TextUnits | None, float]]:
@@ -126,9 +126,18 @@ def resolve_seed(seed: int | None) -> int:
 class TTS:
     """A loaded bundle ready to speak. Create with `TTS.load(path)`."""
 
-    def __init__(self, bundle: Bundle, runtime_options: RuntimeOptions | None = None) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        runtime_options: RuntimeOptions | None = None,
+        frontend: FrontendOptions | None = None,
+    ) -> None:
         self.bundle = bundle
         self.runtime_options = runtime_options or RuntimeOptions()
+        # first: a bad user dictionary or g2pW directory fails before any session is created
+        self.frontend = Frontend.load(
+            frontend, fallback_vocab=bundle.tokenizer_path, threads=self.runtime_options.threads
+        )
         gpt = bundle.hparams["gpt"]
         sovits = bundle.hparams["sovits"]
         self.sample_rate = int(sovits.get("sampling_rate", 32000))
@@ -137,20 +146,20 @@ class TTS:
         self.bert_dim = int(gpt.get("bert_dim", 1024))
         self.eos_token = int(gpt.get("eos", 1024))
         started = time.perf_counter()
-        self.decoder = GptDecoder(
+        first_decoder = GptDecoder(
             bundle.graph_path("gpt_prefill"),
             bundle.graph_path("gpt_decode"),
             self.runtime_options,
             max_new_tokens=MAX_DECODE_STEPS,
         )
+        # More decoders (same sessions, own KV buffers) are made when decodes overlap.
+        self.decoders = DecoderPool(first_decoder, self.runtime_options.decoder_pool_size)
         self.sovits = create_session(bundle.graph_path("sovits_decoder"), self.runtime_options)
         self.load_seconds = time.perf_counter() - started
         self._ref_enc = None
         self._reference_encoder = None
         self._bert: BertFeaturizer | None = None
         self._session_lock = threading.Lock()
-        # The GPT decoder holds one cache: one segment decodes at a time per TTS.
-        self._gpt_lock = threading.Lock()
 
     @classmethod
     def load(
@@ -158,13 +167,42 @@ class TTS:
         bundle_path: str | os.PathLike,
         runtime_options: RuntimeOptions | None = None,
         verify: bool = False,
+        *,
+        frontend: FrontendOptions | None = None,
+        user_dict: Any = None,
+        g2pw_dir: str | os.PathLike | None = None,
     ) -> TTS:
         """Load the bundle directory at `bundle_path` and create its ONNX Runtime sessions.
 
         `verify=True` also checks every file's sha256 (slow for full-size bundles; `gsv convert`
-        already verified them). Raises `BundleError` for a missing or invalid bundle.
+        already verified them). `frontend` sets the text frontend's controls; `user_dict` (a
+        .tsv/.json path or a `UserDictionary`) and `g2pw_dir` (a G2PWModel directory) are
+        shortcuts that override its fields. Raises `BundleError` for a missing or invalid bundle,
+        `TextError` for a bad dictionary file or g2pW directory.
         """
-        return cls(Bundle.load(bundle_path, verify=verify), runtime_options)
+        frontend = frontend or FrontendOptions()
+        if user_dict is not None:
+            frontend = replace(frontend, user_dict=user_dict)
+        if g2pw_dir is not None:
+            frontend = replace(frontend, g2pw_dir=g2pw_dir)
+        return cls(Bundle.load(bundle_path, verify=verify), runtime_options, frontend)
+
+    @property
+    def frontend_options(self) -> FrontendOptions:
+        """The text frontend's controls this TTS was loaded with."""
+        return self.frontend.options
+
+    @property
+    def decoder(self) -> GptDecoder:
+        """The first GPT decoder of the pool (the only one with `decoder_pool_size=1`).
+
+        Assigning a decoder (e.g. a wrapper of this one, for benchmarks) puts it in its place.
+        """
+        return self.decoders.first
+
+    @decoder.setter
+    def decoder(self, decoder: GptDecoder) -> None:
+        self.decoders.replace_first(decoder)
 
     @property
     def bundle_id(self) -> str:
@@ -260,10 +298,11 @@ class TTS:
         """Phones and per-phone BERT features of one piece of text (no splitting).
 
         The frontend applies upstream's rules (a text under 6 phones is redone with "." in front)
-        and the markup (`{word|pron}`, `[pause:0.5]`; pauses land in `units.pauses`). Raises
-        `TextError` for an unknown language or a text with nothing to pronounce.
+        and the markup (`{word|pron}`, `[pause:0.5]`; pauses land in `units.pauses`), the user
+        dictionary and g2pW of `frontend_options`. Raises `TextError` for an unknown language or
+        a text with nothing to pronounce.
         """
-        result = _phonemize(text, lang)
+        result = self.frontend.phonemize(text, lang)
         segments = list(result.segments)
         phone_ids = np.asarray(result.phone_ids, dtype=np.int64)
         if any(s.lang == "zh" and s.word2ph is not None and s.phone_ids for s in segments):
@@ -304,12 +343,11 @@ class TTS:
         options = options or SynthesisOptions()
         rng = rng if rng is not None else seed_generators(resolve_seed(options.seed))[0]
         phone_ids, bert, prompt = self.gpt_inputs(units, voice)
-        decoder = self.decoder
+        with self.decoders.acquire() as decoder:
 
-        def step(token: int, position: int) -> np.ndarray:
-            return decoder.step(token)
+            def step(token: int, position: int) -> np.ndarray:
+                return decoder.step(token)
 
-        with self._gpt_lock:
             logits = decoder.prefill(phone_ids, bert, prompt)
             return decode(
                 logits,
@@ -491,7 +529,7 @@ class TTS:
             raise TextError("the text is empty; give something to say")
         if lang not in _languages():
             raise TextError(f"unknown language {lang!r}; use one of: {', '.join(_languages())}")
-        pieces = split_text(text, options.text_split_method, lang, protect=_markup_pattern())
+        pieces = split_text(text, options.text_split_method, lang, protect=self.frontend.markup_pattern())
         if not pieces:
             raise TextError("the text has nothing to say (only punctuation or blank lines); give some words")
         return pieces

@@ -327,15 +327,22 @@ async def _send_error(send, error: ApiError, request_id: str) -> None:
 
 
 def create_app(config: ServerConfig, tts=None) -> FastAPI:
-    """Build the app for `config`; `tts` (a loaded `TTS`) is loaded from `config.bundle` if None."""
+    """Build the app for `config`; `tts` (a loaded `TTS`) is loaded from `config.bundle` if None.
+
+    The TTS gets one GPT decoder per synthesis worker (`workers`), so the workers decode at the
+    same time; a given `tts` whose decoder pool is smaller is grown to `workers`.
+    """
     from gsv_onnx.runtime.options import SynthesisOptions
 
     if tts is None:
-        from gsv_onnx.runtime.options import RuntimeOptions
+        from gsv_onnx.runtime.options import FrontendOptions, RuntimeOptions
         from gsv_onnx.runtime.tts import TTS
 
-        options = RuntimeOptions(intra_op_threads=config.threads) if config.threads else None
-        tts = TTS.load(config.bundle, options)
+        options = RuntimeOptions(intra_op_threads=config.threads or None, decoder_pool_size=config.workers)
+        frontend = FrontendOptions(user_dict=config.user_dict or None, g2pw_dir=config.g2pw or None)
+        tts = TTS.load(config.bundle, options, frontend=frontend)
+    else:
+        tts.decoders.grow(config.workers)
     engine = Engine(config.workers, config.queue_size, config.request_timeout)
     store = VoiceStore(config.voices)
     metrics = Metrics(engine)
@@ -732,7 +739,10 @@ def create_app(config: ServerConfig, tts=None) -> FastAPI:
         from gsv_onnx.runtime.tts import TTS
 
         current = app.state.tts
-        app.state.tts = await asyncio.to_thread(TTS.load, real, current.runtime_options)
+        app.state.tts = await asyncio.to_thread(
+            TTS.load, real, current.runtime_options, frontend=current.frontend_options
+        )
+        app.state.tts.decoders.grow(config.workers)
         log.info("loaded bundle %s (%s)", real, app.state.tts.bundle_id)
         return JSONResponse({"message": "success"})
 

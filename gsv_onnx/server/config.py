@@ -29,6 +29,10 @@ class ServerConfig:
     `workers`: synthesis jobs running at once; `queue_size`: jobs allowed to wait for a worker
     (beyond that: 429 with Retry-After). `request_timeout`: seconds a job may take in all.
     `api_key`: when set, every endpoint but /health needs `Authorization: Bearer <key>`.
+    `threads`: ONNX Runtime intra-op threads per session. The TTS gets one GPT decoder per worker.
+    `user_dict`: a user pronunciation dictionary file (.tsv or .json, docs/frontend.md) applied to
+    every request's text and reference transcript; `g2pw`: a G2PWModel directory for Mandarin
+    polyphones (needs the `g2pw` extra). Both are read when the server starts.
     """
 
     bundle: str = ""
@@ -45,6 +49,8 @@ class ServerConfig:
     api_key: str | None = None
     threads: int | None = None
     log_level: str = "info"
+    user_dict: str | None = None
+    g2pw: str | None = None
 
     def validate(self) -> None:
         """Raise `ConfigError` naming the first bad setting."""
