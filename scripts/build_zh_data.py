@@ -6,7 +6,7 @@ them out of the published wheel (literals only, parsed with `ast`, no code execu
 JSON file with the license notice. Run:
 
     pip download paddlespeech==1.5.0 --no-deps -d /tmp/ps
-    python tools/build_zh_data.py /tmp/ps/paddlespeech-1.5.0-py3-none-any.whl
+    python scripts/build_zh_data.py /tmp/ps/paddlespeech-1.5.0-py3-none-any.whl
 """
 
 from __future__ import annotations
