@@ -492,8 +492,13 @@ def test_int8_variant_quantizes_weights_not_the_cache(any_graphs):
 
     variant = quantize_gpt(any_graphs, "int8")
     graph = onnx.load(str(variant["gpt_decode"])).graph
-    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
-    assert len(int8_weights) == 2 * 4 + 1  # in_proj, out_proj, linear1, linear2 per layer + ar_predict_layer
+    # the decode graph's weights are 8-bit MatMulNBits blocks (the prefill's: DynamicQuantizeMatMul)
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(nbits) == 2 * 4 + 1  # in_proj, out_proj, linear1, linear2 per layer + ar_predict_layer
+    assert all({a.name: a.i for a in n.attribute}["bits"] == 8 for n in nbits)
+    prefill = onnx.load(str(variant["gpt_prefill"])).graph
+    int8_weights = [t for t in prefill.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    assert len(int8_weights) >= 2 * 4 + 1
     for name in ("k_cache_0", "v_cache_1"):  # the cache products stay float
         assert [n.op_type for n in graph.node if name in n.input] in (["Reshape"], ["GroupQueryAttention"])
     reference = GptDecoder(any_graphs["gpt_prefill"], any_graphs["gpt_decode"], ONE_THREAD)

@@ -27,8 +27,8 @@ from gsv_onnx.errors import GsvError
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 REFERENCE = "reference"
 
-#: The issue's targets: (label, precision or None for "each", metric, limit, how to compare).
-#: "fastest" = the precision with the lowest value among those measured.
+#: The issue's targets: (label, which precision, metric key, upper limit). Which precision: a name,
+#: "each" (every measured one) or "fastest" (the one with the lowest value among those measured).
 TARGETS: tuple[tuple[str, str, str, float], ...] = (
     ("decode int8 <= 3.5 ms/token", "int8", "decode_ms_per_token", 3.5),
     ("decode fp32 <= 10 ms/token", "fp32", "decode_ms_per_token", 10.0),

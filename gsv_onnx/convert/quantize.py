@@ -14,7 +14,12 @@ Precisions (the graph boundary stays float32 whatever the variant):
 * ``int4``: weight-only 4-bit blocks (MatMulNBits, block 32, symmetric) on constant-weight
   MatMuls; activations stay fp32. Meant for BERT-like graphs where weight size dominates.
 
-`quantize_gpt` does the GPT pair and stores the weights both graphs share once.
+`quantize_gpt` does the GPT pair and stores the weights both graphs share once. Its int8 decode
+graph differs from `quantize_graph(..., "int8")`: the one-row decode step runs its matmuls as
+MatMulNBits (8-bit symmetric weight blocks of GPT_INT8_DECODE_BLOCK, accuracy_level 4 = int8
+activations and VNNI dot products), measured ~25% faster per token than DynamicQuantizeMatMul on
+2 Zen 4 cores and closer to fp32 (logit error 0.32 vs 0.39, greedy agreement 200/200 for both);
+the prefill graph (200+ rows, where DynamicQuantizeMatMul is ~1.7x faster) keeps the dynamic form.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from gsv_onnx.errors import GsvError
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 #: Initializers below this size stay float32 in the fp16 variant (scalars, shape constants).
 FP16_MIN_ELEMENTS = 256
+#: Weight block (rows of K) of the GPT int8 decode graph's MatMulNBits; 128 ran as fast as 32 and
+#: stores fewer scales.
+GPT_INT8_DECODE_BLOCK = 128
 
 
 class QuantizeError(GsvError):
@@ -77,6 +85,46 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
         model = onnx.load(str(path))
         _store_weights_fp16(model)
         onnx.save_model(model, str(out))
+    return out
+
+
+def _weight_only_int8(path: Path, out: Path) -> Path:
+    """MatMulNBits variant of `path`: 8-bit symmetric weights in blocks, int8 compute (level 4)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig,
+        MatMulNBitsQuantizer,
+    )
+
+    config = DefaultWeightOnlyQuantConfig(
+        block_size=GPT_INT8_DECODE_BLOCK,
+        is_symmetric=True,
+        accuracy_level=4,
+        bits=8,
+        op_types_to_quantize=("MatMul", "Gemm"),
+    )
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(path)),
+        bits=8,
+        block_size=GPT_INT8_DECODE_BLOCK,
+        is_symmetric=True,
+        accuracy_level=4,
+        op_types_to_quantize=("MatMul", "Gemm"),
+        algo_config=config,
+    )
+    quantizer_logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = quantizer_logger.level
+    quantizer_logger.setLevel(logging.WARNING)  # one INFO line per skipped node otherwise
+    try:
+        quantizer.process()
+    finally:
+        quantizer_logger.setLevel(level)
+    model = quantizer.model.model
+    if not any(node.op_type == "MatMulNBits" for node in model.graph.node):
+        raise QuantizeError(f"{path.name} has no constant-weight MatMul/Gemm to quantize; is it a GPT graph?")
+    onnx.save_model(model, str(out))
     return out
 
 
@@ -137,7 +185,13 @@ def quantize_gpt(paths: dict[str, Path], precision: str) -> dict[str, Path]:
         raise QuantizeError(
             "int4 is not offered for the GPT (its decode step is bound by int8 kernels); use int8"
         )
-    out = {name: quantize_graph(paths[name], precision) for name in ("gpt_prefill", "gpt_decode")}
+    out = {"gpt_prefill": quantize_graph(paths["gpt_prefill"], precision)}
+    if precision == "int8":
+        out["gpt_decode"] = _weight_only_int8(
+            paths["gpt_decode"], variant_path(paths["gpt_decode"], precision)
+        )
+    else:
+        out["gpt_decode"] = quantize_graph(paths["gpt_decode"], precision)
     data_name = f"gpt.{precision}.onnx.data"
     share_external_data([out["gpt_prefill"], out["gpt_decode"]], data_name)
     out["gpt_data"] = out["gpt_prefill"].parent / data_name
