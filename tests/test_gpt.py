@@ -497,7 +497,9 @@ def test_int8_variant_quantizes_weights_not_the_cache(any_graphs):
     assert len(nbits) == 2 * 4 + 1  # in_proj, out_proj, linear1, linear2 per layer + ar_predict_layer
     assert all({a.name: a.i for a in n.attribute}["bits"] == 8 for n in nbits)
     prefill = onnx.load(str(variant["gpt_prefill"])).graph
-    int8_weights = [t for t in prefill.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2]
+    int8_weights = [
+        t for t in prefill.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 2
+    ]
     assert len(int8_weights) >= 2 * 4 + 1
     for name in ("k_cache_0", "v_cache_1"):  # the cache products stay float
         assert [n.op_type for n in graph.node if name in n.input] in (["Reshape"], ["GroupQueryAttention"])

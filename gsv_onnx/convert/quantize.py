@@ -10,7 +10,8 @@ Precisions (the graph boundary stays float32 whatever the variant):
 * ``int8``: dynamic quantization of every MatMul/Gemm with a constant weight: signed int8 weights
   (QInt8, per output channel), activations quantized per call. ONNX Runtime runs these as
   DynamicQuantizeMatMul, whose x86 kernel uses AVX-512 VNNI / AVX2 int8 dot products; the
-  attention products on the KV cache (no constant operand) stay fp32. The GPT's choice.
+  attention products on the KV cache (no constant operand) stay fp32. The GPT prefill's and
+  BERT's choice (the GPT decode step's int8 form is weight-only 8-bit, see `quantize_gpt`).
 * ``int4``: weight-only 4-bit blocks (MatMulNBits, block 32, symmetric) on constant-weight
   MatMuls; activations stay fp32. Meant for BERT-like graphs where weight size dominates.
 

@@ -66,8 +66,6 @@ def session_options(runtime_options: RuntimeOptions) -> ort.SessionOptions:
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
     for key, value in runtime_options.session_config.items():
         options.add_session_config_entry(str(key), str(value))
-    import os as _os  # TEMP experiment
-    options.enable_cpu_mem_arena = _os.environ.get("GSV_ARENA", "1") == "1"
     options.log_severity_level = 3  # errors only: ORT's shape-inference warnings are noise to users
     return options
 
