@@ -127,7 +127,6 @@ def measure(
     from gsv_onnx.runtime.options import RuntimeOptions
     from gsv_onnx.runtime.reference import prompt_codes
     from gsv_onnx.runtime.tts import TTS
-    from gsv_onnx.text import phonemize
 
     # The forced token bound fires the "token_limit" guard on purpose; its warning is noise here.
     logging.getLogger("gsv_onnx").setLevel(logging.ERROR)
@@ -152,22 +151,7 @@ def measure(
     eos = tts.eos_token
 
     # 2. frontend, BERT, HuBERT, voice
-    start = time.perf_counter()
-    target = phonemize(wl.TARGET_TEXT, wl.LANG)
-    result["frontend_first_ms"] = _ms(start)
-    frontend = []
-    for _ in range(3):
-        start = time.perf_counter()
-        target = phonemize(wl.TARGET_TEXT, wl.LANG)
-        frontend.append(_ms(start))
-    result["frontend_ms"] = wl.summarize(frontend)["median"]
-    result["target_phones"] = len(target.phone_ids)
-    bert_ms = []
-    for _ in range(3):  # the first call includes the session's warm-up
-        start = time.perf_counter()
-        tts.bert.features(target.segments)
-        bert_ms.append(_ms(start))
-    result["bert_first_ms"], result["bert_ms"] = bert_ms[0], wl.summarize(bert_ms[1:])["median"]
+    target = wl.measure_text_stage(result, tts.bert.features)
     wav16k_padded, _ = audio_io.prepare_reference(wl.reference_clip(), wl.REFERENCE_RATE)
     hubert_ms = []
     for _ in range(3):

@@ -158,22 +158,7 @@ def measure(
     reference = _Reference(gpt, sovits, gpt.eos)
 
     # 2. frontend, BERT, HuBERT, voice
-    start = time.perf_counter()
-    target = phonemize(wl.TARGET_TEXT, wl.LANG)
-    result["frontend_first_ms"] = _ms(start)
-    frontend = []
-    for _ in range(3):
-        start = time.perf_counter()
-        target = phonemize(wl.TARGET_TEXT, wl.LANG)
-        frontend.append(_ms(start))
-    result["frontend_ms"] = wl.summarize(frontend)["median"]
-    result["target_phones"] = len(target.phone_ids)
-    bert_ms = []
-    for _ in range(3):
-        start = time.perf_counter()
-        featurizer.features(target.segments)
-        bert_ms.append(_ms(start))
-    result["bert_first_ms"], result["bert_ms"] = bert_ms[0], wl.summarize(bert_ms[1:])["median"]
+    target = wl.measure_text_stage(result, featurizer.features)
     wav16k_padded, wav32k = audio_io.prepare_reference(wl.reference_clip(), wl.REFERENCE_RATE)
     hubert_ms = []
     for _ in range(3):

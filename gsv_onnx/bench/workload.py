@@ -117,6 +117,34 @@ class NoEosDecoder:
         return getattr(self._decoder, name)
 
 
+def measure_text_stage(result: dict[str, Any], bert_features) -> Any:
+    """Time the frontend and BERT on the target text into `result`; returns the phonemized text.
+
+    The frontend's first call (dictionary loads) and BERT's first call (session warm-up) are
+    reported apart from the medians of the following calls. Shared by both engines' workers so
+    they measure exactly the same thing.
+    """
+    import time
+
+    from gsv_onnx.text import phonemize
+
+    def timed(call) -> tuple[Any, float]:
+        start = time.perf_counter()
+        value = call()
+        return value, (time.perf_counter() - start) * 1000.0
+
+    target, result["frontend_first_ms"] = timed(lambda: phonemize(TARGET_TEXT, LANG))
+    frontend_ms = []
+    for _ in range(3):
+        target, elapsed = timed(lambda: phonemize(TARGET_TEXT, LANG))
+        frontend_ms.append(elapsed)
+    result["frontend_ms"] = summarize(frontend_ms)["median"]
+    result["target_phones"] = len(target.phone_ids)
+    bert_ms = [timed(lambda: bert_features(target.segments))[1] for _ in range(3)]
+    result["bert_first_ms"], result["bert_ms"] = bert_ms[0], summarize(bert_ms[1:])["median"]
+    return target
+
+
 def summarize(values: Sequence[float]) -> dict[str, float]:
     """median, p10, p90, mean, min, max of a list of numbers (all NaN when empty)."""
     array = np.asarray(list(values), dtype=np.float64)
