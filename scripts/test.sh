@@ -12,5 +12,5 @@ python3 -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q torch==2.13.0            # CPU build; the [convert] extra's range is then satisfied
-pip install -q -e ".[convert,server,test,ja,ko]"
+pip install -q -e ".[convert,server,test,ja,ko,g2pw]"
 python -m pytest -q "$@"
