@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -21,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from gsv_onnx.errors import AudioError
+from gsv_onnx.fileio import write_bytes_atomic
 
 HUBERT_RATE = 16000
 SOVITS_RATE = 32000
@@ -318,33 +318,17 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
         raise AudioError(f"cannot write audio to {target}: it is a directory; give a file name")
     if not directory.is_dir():
         raise AudioError(f"cannot write audio to {target}: directory {directory} does not exist")
-    tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_UMASK)  # mkstemp made it 0600; give the usual permissions
-        os.replace(tmp_name, target)
+        write_bytes_atomic(target, data)
     except OSError as exc:
-        if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
         raise AudioError(
             f"cannot write audio to {target}: {exc.strerror or exc}; choose a writable path"
         ) from exc
     return target
 
 
-def _read_umask() -> int:
-    # Read once at import: os.umask can only be queried by setting it, which would race with other
-    # threads creating files (the server encodes audio in worker threads).
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
-_UMASK = _read_umask()
 
 
 @dataclass

@@ -12,15 +12,15 @@ lengths, so the symbolic dimensions are exercised) and returns the errors by nam
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from gsv_onnx.convert import require_torch
-from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic, publish_file
+from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic
 from gsv_onnx.errors import CheckpointError, GraphMismatchError
+from gsv_onnx.fileio import atomic_output
 
 torch = require_torch()
 nn = torch.nn
@@ -63,28 +63,21 @@ def _export(
 ) -> Path:
     """Export ``module`` to ``path`` atomically (temporary file in the same directory, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            # The TorchScript exporter is deprecated in favour of dynamo; it is several times faster
-            # here and handles these graphs (dynamic length checked by the verify functions).
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                args,
-                tmp,
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
-        publish_file(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, suffix=".onnx.tmp") as tmp, torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo; it is several times faster
+        # here and handles these graphs (dynamic length checked by the verify functions).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            str(tmp),
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return path
 
 
@@ -223,14 +216,8 @@ def _restore_unused_inputs(path: Path, names: list[str], shape: list) -> None:
         inputs.insert(names.index(name), helper.make_tensor_value_info(name, TensorProto.INT64, shape))
     del model.graph.input[:]
     model.graph.input.extend(inputs)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".onnx.tmp")
-    os.close(fd)
-    try:
-        onnx.save_model(model, tmp)
-        publish_file(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, suffix=".onnx.tmp") as tmp:
+        onnx.save_model(model, str(tmp))
 
 
 def verify_bert(

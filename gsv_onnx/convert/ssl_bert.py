@@ -22,13 +22,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 from gsv_onnx.convert import require_torch
 from gsv_onnx.convert.strict import load_strict
 from gsv_onnx.errors import CheckpointError, MissingDependencyError
+from gsv_onnx.fileio import atomic_output
 
 torch = require_torch()
 nn = torch.nn
@@ -411,24 +411,9 @@ def _random_tensor(key: str, shape: tuple[int, ...], generator) -> object:
     return torch.randn(shape, generator=generator) / fan_in**0.5
 
 
-def publish_file(tmp: str | os.PathLike, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (0666 minus umask; mkstemp made it 0600)
-    and rename it onto ``path``."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
 def _atomic_torch_save(state: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(state, tmp)
-        publish_file(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_random_hubert_dir(out_dir: str | os.PathLike, size: str = "tiny", seed: int = 0) -> Path:
@@ -591,12 +576,6 @@ def bert_tokenizer_file(bert_dir: str | os.PathLike) -> Path:
 def copy_file_atomic(src: Path, dst: Path) -> Path:
     """Copy ``src`` to ``dst`` through a temporary file in the destination directory."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(dst) as tmp:
         shutil.copyfile(src, tmp)
-        publish_file(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return dst

@@ -31,6 +31,7 @@ from typing import Any
 
 from gsv_onnx.convert import require_torch
 from gsv_onnx.errors import GsvError
+from gsv_onnx.fileio import atomic_output, write_bytes_atomic
 
 torch = require_torch()
 
@@ -216,17 +217,11 @@ def _save_with_fake_utils(payload_factory, path: Path) -> None:
 def _atomic_save(payload: Any, path: Path, header: bytes | None = None) -> None:
     """torch.save to a temporary file in the same directory, optionally replace `PK`, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
         if header is not None:
             with open(tmp, "r+b") as handle:
                 handle.write(header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------
@@ -323,14 +318,7 @@ def write_sovits_checkpoint(
 
 def _write_bytes_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 @dataclass

@@ -17,7 +17,6 @@ import datetime as _dt
 import io
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from gsv_onnx import __version__
 from gsv_onnx.errors import VoiceError
+from gsv_onnx.fileio import write_bytes_atomic
 
 VOICE_FORMAT = "gsv-onnx-voice"
 VOICE_FORMAT_VERSION = 1
@@ -131,21 +131,10 @@ class Voice:
         if path.is_dir():
             raise VoiceError(f"cannot save the voice to {path}: it is a directory; give a file name")
         data = self.to_bytes()
-        directory = path.parent if str(path.parent) else Path(".")
         try:
-            handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+            return write_bytes_atomic(path, data)
         except OSError as exc:
             raise VoiceError(f"cannot write the voice to {path}: {exc.strerror or exc}") from exc
-        try:
-            with os.fdopen(handle, "wb") as out:
-                out.write(data)
-            os.replace(temp_name, path)
-        except BaseException as exc:
-            Path(temp_name).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise VoiceError(f"cannot write the voice to {path}: {exc.strerror or exc}") from exc
-            raise
-        return path
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "voice data") -> Voice:
