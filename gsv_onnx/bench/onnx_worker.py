@@ -89,14 +89,7 @@ def time_gpt(decoder: Any, eos: int, tokens: int, prefill_positions: int, probe_
         logits = decoder.step(token)
         step_ms.append(_ms(start))
         cpu_ms.append((time.process_time() - start_cpu) * 1000)
-    stats = wl.summarize(step_ms)
-    # CPU time of all threads: on a shared machine wall time also counts waiting for a core
-    metrics["decode_cpu_ms_per_token"] = wl.summarize(cpu_ms)["median"]
-    metrics["decode_ms_per_token"] = stats["median"]
-    metrics["decode_ms_p90"] = stats["p90"]
-    metrics["decode_ms_p10"] = stats["p10"]
-    metrics["decode_ms_mean"] = stats["mean"]
-    metrics["sampler_ms_per_token"] = wl.summarize(sample_ms)["median"]
+    wl.record_decode_stats(metrics, step_ms, cpu_ms, sample_ms)
 
     at: dict[str, float] = {}
     for positions in probe_positions:

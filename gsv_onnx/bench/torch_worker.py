@@ -231,13 +231,7 @@ def measure(
     generated = reference.decode(
         logits, k_cache, v_cache, [int(c) for c in codes[0]], tokens + 1, step_ms, sample_ms, cpu_ms
     )[:tokens]
-    result["decode_cpu_ms_per_token"] = wl.summarize(cpu_ms)["median"]
-    stats = wl.summarize(step_ms)
-    result["decode_ms_per_token"] = stats["median"]
-    result["decode_ms_p90"] = stats["p90"]
-    result["decode_ms_p10"] = stats["p10"]
-    result["decode_ms_mean"] = stats["mean"]
-    result["sampler_ms_per_token"] = wl.summarize(sample_ms)["median"]
+    wl.record_decode_stats(result, step_ms, cpu_ms, sample_ms)
     at: dict[str, float] = {}
     for positions in probe_positions:
         phone_ids, bert, codes = (torch.from_numpy(a) for a in wl.gpt_inputs(positions))
