@@ -84,9 +84,12 @@ def test_bench_json_has_the_contract_keys(bench_dir, tmp_path, capsys):
     # every run decoded exactly the forced number of tokens, through both engines
     assert fp32["e2e_tokens"] == 12 and report["reference"]["e2e_tokens"] == 12
     assert fp32["e2e_audio_s"] == pytest.approx(12 * 0.04)
+    for key in ("e2e_pieces_rtf", "e2e_pieces_sequential_rtf"):  # the 4-piece (cut5) utterance
+        assert math.isfinite(fp32[key]) and fp32[key] > 0
     assert report["ratios"]["fp32"]["decode_ms_per_token"] > 0
     table = capsys.readouterr().out
     assert "decode median (ms/token)" in table and "PyTorch ref" in table and "targets" in table
+    assert "as 4 pieces (cut5)" in table
     # the saved JSON prints the same table again
     assert main(["bench", "--from-json", str(out)]) == 0
     assert capsys.readouterr().out.strip() == table.strip()

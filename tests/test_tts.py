@@ -181,6 +181,64 @@ def test_stream_yields_one_chunk_per_piece_equal_to_synthesize(tts, voice):
     assert np.array_equal(np.concatenate([c.samples for c in chunks]), whole.samples)
 
 
+def test_pipelined_vocoder_gives_the_same_audio_and_overlaps(speak_env, tts, voice, monkeypatch):
+    """synthesize() vocodes piece i in a worker while piece i + 1 decodes; the audio is unchanged."""
+    import threading
+
+    from gsv_onnx.runtime.options import RuntimeOptions
+
+    text = "这是第一句。Hello there [pause:0.2] my friend. 这是第三句。这是第四句。"
+    options = dict(seed=11, text_split_method="cut5", top_k=5, noise_scale=0.5)
+    sequential_tts = TTS.load(speak_env.bundle, runtime_options=RuntimeOptions(pipeline_vocoder=False))
+    sequential = sequential_tts.synthesize(text, voice, **options)
+    events = []
+    real_vocode, real_decode = TTS._vocode_segment, TTS._decode_segment
+
+    def vocode(self, decoded, *args):
+        events.append(("vocode", decoded.index, threading.current_thread().name))
+        return real_vocode(self, decoded, *args)
+
+    def decode(self, index, *args):
+        events.append(("decode", index, threading.current_thread().name))
+        return real_decode(self, index, *args)
+
+    monkeypatch.setattr(TTS, "_vocode_segment", vocode)
+    monkeypatch.setattr(TTS, "_decode_segment", decode)
+    pipelined = tts.synthesize(text, voice, **options)
+    assert len(pipelined.segments) == len(sequential.segments) == 4
+    assert np.array_equal(pipelined.samples, sequential.samples)
+    assert [s.tokens.tolist() for s in pipelined.segments] == [s.tokens.tolist() for s in sequential.segments]
+    # decodes in the caller's thread, vocoding in the worker, each in piece order
+    assert [i for kind, i, _ in events if kind == "decode"] == [0, 1, 2, 3]
+    assert [i for kind, i, _ in events if kind == "vocode"] == [0, 1, 2, 3]
+    assert all(name.startswith("gsv-vocoder") for kind, _, name in events if kind == "vocode")
+    assert all(not name.startswith("gsv-vocoder") for kind, _, name in events if kind == "decode")
+
+
+def test_pipelined_vocoder_errors_and_cancel(tts, voice, monkeypatch):
+    text = "这是第一句。这是第二句。这是第三句。"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("vocoder exploded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(TTS, "tokens_to_audio", broken)
+        with pytest.raises(RuntimeError, match="vocoder exploded"):
+            tts.synthesize(text, voice, seed=3, text_split_method="cut5")
+    decoded = []
+    real_decode = TTS._decode_segment
+
+    def decode(self, index, *args):
+        result = real_decode(self, index, *args)
+        decoded.append(index)
+        return result
+
+    # cancelled once two pieces have decoded: their audio comes back, the third is never started
+    monkeypatch.setattr(TTS, "_decode_segment", decode)
+    partial = tts.synthesize(text, voice, seed=3, text_split_method="cut5", cancel=lambda: len(decoded) >= 2)
+    assert decoded == [0, 1] and len(partial.segments) == 2
+
+
 def test_pause_markup_inserts_silence(tts, voice):
     result = tts.synthesize(
         "Hello there [pause:0.5] my friend.", voice, lang="en", seed=2, fragment_interval=0

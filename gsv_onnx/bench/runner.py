@@ -61,6 +61,8 @@ ROWS: tuple[tuple[str, str, str], ...] = (
     ("end-to-end RTF, {seconds} s utterance", "e2e_rtf", "{:.3f}"),
     ("end-to-end CPU s / audio s", "e2e_cpu_rtf", "{:.3f}"),
     ("end-to-end RTF, first call", "e2e_first_rtf", "{:.3f}"),
+    ("end-to-end RTF, same text as 4 pieces (cut5)", "e2e_pieces_rtf", "{:.3f}"),
+    ("  the same, vocoder not overlapped", "e2e_pieces_sequential_rtf", "{:.3f}"),
     ("time to first audio (s)", "first_audio_s", "{:.2f}"),
     ("peak RSS, load + voice + utterance (MB)", "peak_rss_mb", "{:.0f}"),
     ("peak RSS, whole bench process (MB)", "peak_rss_process_mb", "{:.0f}"),

@@ -17,6 +17,8 @@ import numpy as np
 
 #: Target text: 45 Chinese characters, ~86 phones, about 10 s when spoken.
 TARGET_TEXT = "在这个阳光明媚的早晨，我们一起去公园散步，看看湖边的柳树和刚刚开放的花朵，听听鸟儿的歌声。"
+#: Pieces of TARGET_TEXT under cut5 (split at each comma and full stop).
+TARGET_PIECES = 4
 #: Transcript of the synthetic reference clip (its content does not matter to the timings).
 PROMPT_TEXT = "这是一段用来测试速度的参考音频。"
 LANG = "zh"

@@ -35,7 +35,7 @@ import numpy as np
 
 from gsv_onnx.errors import GsvError
 from gsv_onnx.runtime.options import MAX_DECODE_STEPS, RuntimeOptions
-from gsv_onnx.runtime.sessions import create_session
+from gsv_onnx.runtime.sessions import create_session, lazy_zeros
 
 BERT_DIM = 1024
 #: Rows of the decode graph's sinusoidal table when the graph carries no `max_positions` metadata.
@@ -159,10 +159,11 @@ class GptDecoder:
         capacity = seq + self.max_new_tokens
         if self.in_place:
             if self.k_buffer is None or self.k_buffer.shape[2] < capacity:
-                # np.zeros (calloc): pages become resident only when rows are written
+                # lazy_zeros: pages become resident only when rows are written (4 KiB pages, not
+                # numpy's huge pages, which made the whole [layer, head, capacity] buffer resident)
                 shape = (self.n_layer, self.heads, capacity, self.head_dim)
-                self.k_buffer = np.zeros(shape, dtype=np.float32)
-                self.v_buffer = np.zeros(self.k_buffer.shape, dtype=np.float32)
+                self.k_buffer = lazy_zeros(shape, np.float32)
+                self.v_buffer = lazy_zeros(shape, np.float32)
                 self._bind_in_place_buffers()
             split = (self.n_layer, seq, self.heads, self.head_dim)
             self.k_buffer[:, :, :seq] = k_cache[:, 0].reshape(split).transpose(0, 2, 1, 3)

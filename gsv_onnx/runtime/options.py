@@ -164,6 +164,17 @@ class RuntimeOptions:
     `decoder_pool_size`: GPT decoders a `TTS` may use at once, so that up to this many pieces of
     text (from different threads) decode concurrently. They share the two GPT sessions; each has
     its own KV-cache buffers and is created on first need. 1 (default) = one decode at a time.
+    `pipeline_vocoder`: in `TTS.synthesize` of several pieces, run piece i's vocoder in a worker
+    thread while piece i + 1 decodes (same audio; the decode step is bound by memory bandwidth
+    and leaves CPU time for it). On by default; off runs the stages one after the other.
+
+    Memory (measured on the full-size int8 bundle, see docs/performance.md):
+    `memory_pattern`: ORT's per-input-shape memory plan. Off by default: every new text length is
+    a new shape, and the plan's one big block comes on top of the arena's free chunks (the 10 s
+    vocoder held 323 MB of activations with it, 189 MB without, at the same speed).
+    `keep_reference_encoder`: keep the HuBERT reference-encoder session (~370 MB) after
+    `prepare_voice`. Off by default: voices are prepared rarely, so the session is released when
+    `prepare_voice` returns and created again (~0.6-1 s) by the next one.
     """
 
     intra_op_threads: int | None = None
@@ -172,8 +183,14 @@ class RuntimeOptions:
     graph_optimization: str = "all"
     session_config: dict[str, str] = field(default_factory=dict)
     decoder_pool_size: int = 1
+    pipeline_vocoder: bool = True
+    memory_pattern: bool = False
+    keep_reference_encoder: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("allow_spinning", "memory_pattern", "keep_reference_encoder", "pipeline_vocoder"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionsError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.intra_op_threads is not None and (
             not isinstance(self.intra_op_threads, int) or self.intra_op_threads < 1
         ):

@@ -10,8 +10,9 @@
 
 ONNX Runtime sessions are created once per `TTS` (one bundle) and shared by every voice; the BERT
 and reference-encoder sessions are created on first use, so speaking English with a saved voice
-never loads them. The lower layers are public: `text_to_phones`, `phones_to_tokens`,
-`tokens_to_audio`.
+never loads them. The HuBERT reference encoder (the largest session after BERT) is released again
+when `prepare_voice` returns unless `RuntimeOptions.keep_reference_encoder` is set. The lower
+layers are public: `text_to_phones`, `phones_to_tokens`, `tokens_to_audio`.
 
 Threads: a `TTS` may be used from several threads at once. GPT decodes borrow a decoder from a
 pool of `RuntimeOptions.decoder_pool_size` decoders (default 1: one decode at a time) that share
@@ -39,7 +40,8 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -59,7 +61,7 @@ from gsv_onnx.runtime.options import (
 )
 from gsv_onnx.runtime.reference import REF_ENC_BINS, encode_reference
 from gsv_onnx.runtime.sampler import DecodeResult, SamplingParams, decode, exponential_noise
-from gsv_onnx.runtime.sessions import create_session
+from gsv_onnx.runtime.sessions import create_session, release_free_heap
 from gsv_onnx.runtime.split import prepare_prompt_text, split_text
 from gsv_onnx.runtime.synthesis import (
     SegmentReport,
@@ -123,6 +125,22 @@ def resolve_seed(seed: int | None) -> int:
     return int(seed)
 
 
+@dataclass
+class _DecodedPiece:
+    """One piece after the text and GPT stages: what its vocoder stage needs."""
+
+    index: int
+    text: str
+    units: TextUnits
+    #: (pause before, phones of the part or None for a bare pause, its decode result)
+    parts: list[tuple[float, TextUnits | None, DecodeResult | None]] = field(default_factory=list)
+    text_seconds: float = 0.0
+    gpt_seconds: float = 0.0
+    attempts: int = 0
+    guards: list[str] = field(default_factory=list)
+    stop_reason: str = "eos"
+
+
 class TTS:
     """A loaded bundle ready to speak. Create with `TTS.load(path)`."""
 
@@ -160,6 +178,7 @@ class TTS:
         self._reference_encoder = None
         self._bert: BertFeaturizer | None = None
         self._session_lock = threading.Lock()
+        self._voices_in_progress = 0  # prepare_voice calls running now (guarded by _session_lock)
 
     @classmethod
     def load(
@@ -225,8 +244,25 @@ class TTS:
 
     @property
     def reference_encoder(self):
-        """Session of reference_encoder.onnx (created on first use)."""
+        """Session of reference_encoder.onnx (created on first use; see `release_reference_encoder`)."""
         return self._session("_reference_encoder", "reference_encoder")
+
+    def release_reference_encoder(self) -> bool:
+        """Drop the HuBERT reference-encoder session and its memory; the next use creates it again.
+
+        `prepare_voice` calls this when it returns unless `RuntimeOptions.keep_reference_encoder`
+        is set (the session holds ~370 MB of the full-size model plus its activation arena, and
+        voices are prepared rarely). A call made while another thread prepares a voice waits for
+        none: that thread keeps its own reference to the session until it is done. Returns whether
+        a session was released.
+        """
+        with self._session_lock:
+            session, self._reference_encoder = self._reference_encoder, None
+        if session is None:
+            return False
+        del session  # the last reference: ORT frees the weights and the arena here
+        release_free_heap()
+        return True
 
     @property
     def bert(self) -> BertFeaturizer:
@@ -262,9 +298,18 @@ class TTS:
             )
         prompt_text = prepare_prompt_text(text, lang) if text.strip() else ""
         units = self.text_to_phones(prompt_text, lang) if prompt_text else None
-        features = encode_reference(
-            reference, self.reference_encoder, self.ref_enc, aux_refs, bins=self.ref_enc_bins
-        )
+        with self._session_lock:
+            self._voices_in_progress += 1
+        try:
+            features = encode_reference(
+                reference, self.reference_encoder, self.ref_enc, aux_refs, bins=self.ref_enc_bins
+            )
+        finally:
+            with self._session_lock:
+                self._voices_in_progress -= 1
+                release = self._voices_in_progress == 0 and not self.runtime_options.keep_reference_encoder
+            if release:  # the last voice in progress: the session is not needed until the next one
+                self.release_reference_encoder()
         metadata = {
             "reference": str(reference) if isinstance(reference, (str, os.PathLike)) else "<bytes>",
             "reference_seconds": round(features.duration, 3),
@@ -470,31 +515,64 @@ class TTS:
         cancel: Callable[[], bool] | None = None,
     ) -> tuple[np.ndarray, SegmentReport] | None:
         """Synthesize one piece; None when the frontend finds nothing to say (upstream skips it)."""
+        decoded = self._decode_segment(index, piece, lang, voice, options, gpt_rng, cancel)
+        if decoded is None:
+            return None
+        return self._vocode_segment(decoded, voice, options, vocoder_rng)
+
+    def _decode_segment(
+        self,
+        index: int,
+        piece: str,
+        lang: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        gpt_rng: np.random.Generator,
+        cancel: Callable[[], bool] | None = None,
+    ) -> _DecodedPiece | None:
+        """Text and GPT stages of one piece; None when skipped (nothing to say) or cancelled."""
         started = time.perf_counter()
         units = self._units_or_skip(index, piece, lang)
         if units is None:
             return None
-        text_seconds = time.perf_counter() - started
-        gpt_seconds = vocoder_seconds = 0.0
+        decoded = _DecodedPiece(index=index, text=piece, units=units)
+        decoded.text_seconds = time.perf_counter() - started
+        for part, pause_before in split_at_pauses(units):
+            if part is None:
+                decoded.parts.append((pause_before, None, None))
+                continue
+            started = time.perf_counter()
+            result, part_attempts, part_guards = self._decode_part(part, voice, options, gpt_rng, cancel)
+            decoded.gpt_seconds += time.perf_counter() - started
+            if result.stop_reason == "cancelled":
+                return None
+            decoded.attempts += part_attempts
+            decoded.guards.extend(g for g in part_guards if g not in decoded.guards)
+            if result.stop_reason != "eos":
+                decoded.stop_reason = result.stop_reason
+            decoded.parts.append((pause_before, part, result))
+        return decoded
+
+    def _vocode_segment(
+        self,
+        decoded: _DecodedPiece,
+        voice: Voice,
+        options: SynthesisOptions,
+        vocoder_rng: np.random.Generator,
+    ) -> tuple[np.ndarray, SegmentReport]:
+        """Vocoder stage of one decoded piece: its audio (with pauses and trailing silence) and report.
+
+        Uses nothing of the GPT stage's state but `decoded`, and draws its noise from
+        `vocoder_rng` alone, so it may run in another thread while the next piece decodes.
+        """
+        vocoder_seconds = 0.0
         waves: list[np.ndarray] = []
         tokens: list[np.ndarray] = []
-        guards: list[str] = []
-        attempts = 0
-        stop_reason = "eos"
-        for part, pause_before in split_at_pauses(units):
+        for pause_before, part, result in decoded.parts:
             if pause_before > 0:
                 waves.append(np.zeros(int(round(self.sample_rate * pause_before)), dtype=np.float32))
             if part is None:
                 continue
-            started = time.perf_counter()
-            result, part_attempts, part_guards = self._decode_part(part, voice, options, gpt_rng, cancel)
-            gpt_seconds += time.perf_counter() - started
-            if result.stop_reason == "cancelled":
-                return None
-            attempts += part_attempts
-            guards.extend(g for g in part_guards if g not in guards)
-            if result.stop_reason != "eos":
-                stop_reason = result.stop_reason
             tokens.append(result.tokens)
             started = time.perf_counter()
             wave = self.tokens_to_audio(
@@ -505,20 +583,21 @@ class TTS:
         wave = np.concatenate(waves) if waves else np.zeros(0, dtype=np.float32)
         n_samples = wave.shape[0]
         wave = finish_fragment(wave, self.sample_rate, options.fragment_interval)
+        units = decoded.units
         report = SegmentReport(
-            index=index,
-            text=piece,
+            index=decoded.index,
+            text=decoded.text,
             norm_text=units.norm_text,
             languages=units.languages,
             n_phones=units.n_phones,
             tokens=np.concatenate(tokens) if tokens else np.zeros(0, dtype=np.int64),
-            stop_reason=stop_reason,
+            stop_reason=decoded.stop_reason,
             samples=n_samples,
-            attempts=attempts,
-            guards=guards,
-            seconds={"text": text_seconds, "gpt": gpt_seconds, "vocoder": vocoder_seconds},
+            attempts=decoded.attempts,
+            guards=decoded.guards,
+            seconds={"text": decoded.text_seconds, "gpt": decoded.gpt_seconds, "vocoder": vocoder_seconds},
         )
-        for guard in guards:
+        for guard in decoded.guards:
             log.warning("%s", guard_message(guard, report, self.token_bound(units.n_phones, options)))
         return wave, report
 
@@ -630,29 +709,70 @@ class TTS:
         unknown language, `VoiceError` for a voice of another bundle, `OptionsError` for bad options.
         """
         started = time.perf_counter()
-        chunks = []
-        segments: list[SegmentReport] = []
-        guards: list[str] = []
+        options = self._options(options, seed, overrides)
+        voice = self._voice(voice)
+        pieces = self._pieces(text, lang, options)
+        used_seed = resolve_seed(options.seed)
+        if self.runtime_options.pipeline_vocoder and len(pieces) > 1:
+            produced = self._pipelined_pieces(pieces, lang, voice, options, used_seed, cancel)
+        else:
+            produced = [
+                (chunk.samples, chunk.segments[0])
+                for chunk in self._stream_pieces(pieces, lang, voice, options, used_seed, cancel)
+            ]
         timings = {"text": 0.0, "gpt": 0.0, "vocoder": 0.0}
-        used_seed = 0
-        for chunk in self.stream(
-            text, voice, lang, seed, options, granularity="pieces", cancel=cancel, **overrides
-        ):
-            chunks.append(chunk.samples)
-            segments.extend(chunk.segments)
-            guards.extend(chunk.guards)
-            used_seed = chunk.seed
+        guards: list[str] = []
+        for _, report in produced:
+            guards.extend(guard_message(g, report, None) for g in report.guards)
             for stage in timings:
-                timings[stage] += chunk.timings.get(stage, 0.0)
+                timings[stage] += report.seconds.get(stage, 0.0)
         timings["total"] = time.perf_counter() - started
         return SynthesisResult(
-            samples=np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32),
+            samples=np.concatenate([wave for wave, _ in produced])
+            if produced
+            else np.zeros(0, dtype=np.float32),
             sample_rate=self.sample_rate,
             seed=used_seed,
-            segments=segments,
+            segments=[report for _, report in produced],
             guards=guards,
             timings=timings,
         )
+
+    def _pipelined_pieces(
+        self,
+        pieces: list[str],
+        lang: str,
+        voice: Voice,
+        options: SynthesisOptions,
+        used_seed: int,
+        cancel: Callable[[], bool] | None,
+    ) -> list[tuple[np.ndarray, SegmentReport]]:
+        """`synthesize`'s pieces with piece i's vocoder running while piece i + 1 decodes.
+
+        Same audio as one piece after the other: the GPT and vocoder stages draw from separate
+        random streams, each in piece order (one vocoder worker, pieces submitted in order). The
+        overlap pays where the decode step, bound by memory bandwidth, leaves CPU time unused.
+        """
+        gpt_rng, vocoder_rng = seed_generators(used_seed)
+        futures: list[Future] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-vocoder") as vocoder:
+            try:
+                for index, piece in enumerate(pieces):
+                    if cancel is not None and cancel():
+                        break
+                    decoded = self._decode_segment(index, piece, lang, voice, options, gpt_rng, cancel)
+                    if decoded is not None:
+                        futures.append(
+                            vocoder.submit(self._vocode_segment, decoded, voice, options, vocoder_rng)
+                        )
+                produced = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+        if not produced and not (cancel is not None and cancel()):
+            raise TextError("the text has nothing to say after normalization; give some words")
+        return produced
 
 
 def sampling_params(options: SynthesisOptions) -> SamplingParams:
