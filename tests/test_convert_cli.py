@@ -109,9 +109,12 @@ def test_cli_converts_tiny_set_quantized_and_force_replaces(tiny_models, tmp_pat
     bundle = Bundle.load(out_dir)
     graphs = bundle.manifest["graphs"]
     assert graphs["gpt_decode"]["precision"] == "int8" and graphs["bert"]["precision"] == "int8"
-    # int8 bundles quantize the SoVITS decoder's convolutions; ref_enc stays fp32, HuBERT fp16-stored
+    # int8 bundles quantize the SoVITS decoder's convolutions and HuBERT's MatMuls; ref_enc stays fp32
     assert graphs["sovits_decoder"]["precision"] == "int8" and graphs["ref_enc"]["precision"] == "fp32"
-    assert graphs["reference_encoder"]["precision"] == "fp16"
+    assert graphs["reference_encoder"]["precision"] == "int8"
+    # BERT and HuBERT keep their weights in external data (memory-mapped at load)
+    for name in ("bert", "reference_encoder"):
+        assert [d["file"] for d in graphs[name].get("external_data", [])] == [graphs[name]["file"] + ".data"]
     assert not any(
         p.name.endswith(".onnx") and p.name not in {g["file"] for g in graphs.values()}
         for p in out_dir.iterdir()

@@ -285,22 +285,36 @@ def test_verify_passes_and_catches_a_mutated_weight(model, graphs):
 # Precision variants (quantize_sovits_graph)
 
 
-def test_int8_variant_quantizes_wide_hifigan_convs_and_verifies(model, graphs, tmp_path):
+def test_int8_variant_quantizes_wide_convs_and_verifies(model, graphs, tmp_path):
     import onnx
 
     from gsv_onnx.convert.export_sovits import is_reduced_precision
-    from gsv_onnx.convert.quantize import quantize_sovits_graph, sovits_int8_nodes
+    from gsv_onnx.convert.quantize import quantize_sovits_graph, sovits_int8_nodes, sovits_int8_residual_adds
 
     fp32_graph = onnx.load(str(graphs["sovits_decoder"]))
     nodes = sovits_int8_nodes(fp32_graph)
-    # tiny model: upsample_initial_channel 64 -> only stage 0 (32 channels, resblocks 0-2) qualifies
-    assert len(nodes) == 18 and all("/dec/resblocks." in n and n.split("/")[2][-1] in "012" for n in nodes)
+    # tiny model: upsample_initial_channel 64 -> of the HiFi-GAN only conv_pre, cond and stage 0
+    # (32 channels, resblocks 0-2) qualify; the text encoder's and flow's wide convs do too
+    dec_nodes = [n for n in nodes if n.startswith("/dec/")]
+    resblock_nodes = [n for n in dec_nodes if "/dec/resblocks." in n]
+    assert len(resblock_nodes) == 18 and all(n.split("/")[2][-1] in "012" for n in resblock_nodes)
+    assert set(dec_nodes) - set(resblock_nodes) == {"/dec/conv_pre/Conv", "/dec/cond/Conv"}
+    assert any(n.startswith("/encoder_text/") for n in nodes) and any(n.startswith("/enc/") for n in nodes)
+    assert not sovits_int8_residual_adds(fp32_graph)  # no resblock of >= 64 channels here
+
     out = quantize_sovits_graph(graphs["sovits_decoder"], "int8", out_path=tmp_path / "dec.int8.onnx")
     assert is_reduced_precision(out)
-    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
-    assert ops.count("DequantizeLinear") >= 2 * len(nodes)  # weights and activations of each conv
+    int8_graph = onnx.load(str(out))
+    ops = [n.op_type for n in int8_graph.graph.node]
+    assert ops.count("QLinearConv") == len(nodes)
+    assert "ConvTranspose" not in ops  # the upsamplers became polyphase Convs
+    # standard ONNX ops, plus ORT's CPU contrib QLinearAdd where residuals are quantized
+    assert {n.domain for n in int8_graph.graph.node if n.op_type != "QLinearAdd"} <= {"", "ai.onnx"}
+    assert [i.name for i in int8_graph.graph.input] == [i.name for i in fp32_graph.graph.input]
+    assert [o.name for o in int8_graph.graph.output] == ["audio"]
+    assert out.stat().st_size < 0.5 * graphs["sovits_decoder"].stat().st_size
     errors = verify_sovits(
-        model, {"sovits_decoder": out, "ref_enc": graphs["ref_enc"]}, speeds=(1.0,), num_tokens=10
+        model, {"sovits_decoder": out, "ref_enc": graphs["ref_enc"]}, speeds=(1.0, 0.8), num_tokens=10
     )
     assert errors["sovits_decoder_snr_db"] > 20
     # and the quantization really happened: the int8 graph's audio is not fp32's
@@ -317,6 +331,83 @@ def test_int8_variant_quantizes_wide_hifigan_convs_and_verifies(model, graphs, t
     assert not np.array_equal(int8_audio, fp32_audio)
     # ref_enc stays fp32 in an int8 bundle
     assert quantize_sovits_graph(graphs["ref_enc"], "int8") == graphs["ref_enc"]
+
+
+def test_int8_residual_adds_of_wide_resblocks_are_quantized(model, graphs, tmp_path, monkeypatch):
+    import onnx
+
+    from gsv_onnx.convert import quantize
+
+    # the tiny model's widest resblocks have 32 channels: lower the threshold to exercise the path
+    monkeypatch.setattr(quantize, "SOVITS_INT8_MIN_RESIDUAL_CHANNELS", 32)
+    adds = quantize.sovits_int8_residual_adds(onnx.load(str(graphs["sovits_decoder"])))
+    assert len(adds) == 9 and all(
+        a.split("/")[2] in ("resblocks.0", "resblocks.1", "resblocks.2") for a in adds
+    )
+    out = quantize.quantize_sovits_graph(
+        graphs["sovits_decoder"], "int8", out_path=tmp_path / "dec.int8.onnx"
+    )
+    int8_graph = onnx.load(str(out))
+    quantized_adds = [
+        n.name.removesuffix("_quant") for n in int8_graph.graph.node if n.op_type == "QLinearAdd"
+    ]
+    assert sorted(quantized_adds) == sorted(adds)
+    errors = verify_sovits(
+        model, {"sovits_decoder": out, "ref_enc": graphs["ref_enc"]}, speeds=(1.0,), num_tokens=10
+    )
+    assert errors["sovits_decoder_snr_db"] > 20
+
+
+@pytest.mark.parametrize(
+    "channels_in, channels_out, kernel, stride, pads, bias",
+    [
+        (8, 4, 16, 10, (3, 3), True),  # V2's ups.0
+        (8, 4, 16, 8, (4, 4), False),  # ups.1
+        (6, 3, 8, 2, (3, 3), True),  # ups.2
+        (4, 2, 2, 2, (0, 0), True),  # ups.3 / ups.4
+        (5, 3, 7, 4, (1, 2), True),  # uneven pads
+    ],
+)
+def test_polyphase_upsampler_equals_conv_transpose(channels_in, channels_out, kernel, stride, pads, bias):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from gsv_onnx.convert.quantize import sovits_polyphase_upsamplers
+
+    rng = np.random.default_rng(kernel * stride)
+    inits = [
+        numpy_helper.from_array(
+            rng.standard_normal((channels_in, channels_out, kernel)).astype(np.float32), "w"
+        )
+    ]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(channels_out).astype(np.float32), "b"))
+    node = helper.make_node(
+        "ConvTranspose", ["x", "w", "b"] if bias else ["x", "w"], ["y"], name="/dec/ups.0/ConvTranspose",
+        kernel_shape=[kernel], strides=[stride], pads=list(pads),
+    )  # fmt: skip
+    graph = helper.make_graph(
+        [node],
+        "ups",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels_in, "L"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels_out, "N"])],
+        inits,
+    )
+    original = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    rewritten = copy.deepcopy(original)
+    assert sovits_polyphase_upsamplers(rewritten) == 1
+    onnx.checker.check_model(rewritten)
+    assert [n.op_type for n in rewritten.graph.node] == ["Conv", "Reshape", "Transpose", "Reshape"]
+    for length in (1, 2, 13):
+        x = rng.standard_normal((1, channels_in, length)).astype(np.float32)
+        (expected,) = ort.InferenceSession(original.SerializeToString()).run(None, {"x": x})
+        (got,) = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+        assert got.shape == expected.shape == (1, channels_out, length * stride)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    # a transposed conv of another form (output longer than stride x input) is left alone
+    other = copy.deepcopy(original)
+    next(a for a in other.graph.node[0].attribute if a.name == "pads").ints[:] = [0, 0]
+    assert sovits_polyphase_upsamplers(other) == (0 if kernel != stride else 1)
 
 
 def test_fp16_variant_halves_weights_and_verifies(model, graphs, tmp_path):

@@ -229,8 +229,10 @@ def quantize_bert(path: str | Path, precision: str, out_path: str | Path | None 
     path = Path(path)
     if precision not in PRECISIONS:
         raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
-    if precision in ("fp32", "fp16"):
-        return quantize_graph(path, precision, out_path)
+    if precision == "fp32":
+        return store_weights_externally(path)
+    if precision == "fp16":
+        return store_weights_externally(quantize_graph(path, precision, out_path))
     out = Path(out_path) if out_path is not None else variant_path(path, precision)
     if precision == "int8":
         quantize_graph(path, "int8", out)
@@ -242,8 +244,107 @@ def quantize_bert(path: str | Path, precision: str, out_path: str | Path | None 
         if not any(node.op_type == "MatMulNBits" for node in model.graph.node):
             raise QuantizeError(f"{path.name} has no constant-weight MatMul to quantize; is it a BERT graph?")
     gather_tables_fp16(model)
-    onnx.save_model(model, str(out))
+    _save_external(model, out)
     return out
+
+
+def quantize_reference_encoder(path: str | Path, precision: str, out_path: str | Path | None = None) -> Path:
+    """Write the `precision` variant of `reference_encoder.onnx` (HuBERT + prompt extractor).
+
+    * fp32: the graph itself, its weights moved to external data (see `store_weights_externally`).
+    * fp16: weights stored as float16 (`quantize_graph`), external data.
+    * int8 (and int4, which maps to it): dynamic int8 (signed, per channel) on HuBERT's MatMuls
+      only; the convolutional feature extractor, the positional convolution and the prompt
+      extractor (ssl_proj and the codebook distances that the argmin reads) stay fp32. Measured on
+      the full-size random model (7 clips, 1079 frames): 98.4% of the prompt codes equal fp32's,
+      and every differing code is a near-tie (its fp32 distance is within 0.4% of the distance
+      spread of the nearest one; the median top-2 gap is 5.8%); 340 -> 136 MB, 2.5x faster load,
+      ~40% less CPU per reference.
+
+    Raises QuantizeError for an unknown precision or a graph without HuBERT MatMuls.
+    """
+    import onnx
+
+    path = Path(path)
+    if precision not in PRECISIONS:
+        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return store_weights_externally(path)
+    out = (
+        Path(out_path)
+        if out_path is not None
+        else variant_path(path, "int8" if precision == "int4" else precision)
+    )
+    if precision == "fp16":
+        return store_weights_externally(quantize_graph(path, precision, out))
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(path), load_external_data=False)
+    constants = {t.name for t in model.graph.initializer}
+    hubert_matmuls = [
+        node.name
+        for node in model.graph.node
+        if node.op_type in ("MatMul", "Gemm")
+        and node.input[1] in constants
+        and node.name.startswith("/hubert/")
+    ]
+    if not hubert_matmuls:
+        raise QuantizeError(
+            f"{path.name} has no HuBERT MatMuls (/hubert/...) to quantize; is it a reference encoder?"
+        )
+    quantize_dynamic(
+        str(path),
+        str(out),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_quantize=hubert_matmuls,
+        per_channel=True,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    _save_external(onnx.load(str(out)), out)
+    return out
+
+
+#: Initializers of at least this many bytes go to the external data file.
+EXTERNAL_DATA_MIN_BYTES = 1024
+
+
+def store_weights_externally(path: str | Path) -> Path:
+    """Rewrite the graph at `path` with its weights in `<file name>.data` next to it; returns `path`.
+
+    ONNX Runtime memory-maps external data on CPU: the weights are not copied out of a parsed
+    protobuf, so a session loads faster and never holds a second copy while loading (full-size
+    BERT int8: 0.76 s and +290 MB at the peak instead of 1.14 s and +574 MB; the HuBERT reference
+    encoder fp32: 0.44 s, +348 MB instead of 0.97 s, +609 MB), and weights that a kernel prepacks
+    are not kept twice. A graph already stored this way is left as it is.
+    """
+    import onnx
+
+    path = Path(path)
+    head = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in head.graph.initializer):
+        return path
+    model = onnx.load(str(path))
+    _save_external(model, path)
+    return path
+
+
+def _save_external(model, out: Path) -> None:
+    """Save `model` at `out` with initializers >= EXTERNAL_DATA_MIN_BYTES in `<out name>.data`."""
+    import onnx
+
+    out = Path(out)
+    data = out.with_name(out.name + ".data")
+    data.unlink(missing_ok=True)  # save_model appends to an existing data file
+    onnx.save_model(
+        model,
+        str(out),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data.name,
+        size_threshold=EXTERNAL_DATA_MIN_BYTES,
+    )
 
 
 def _matmul_nbits(model, bits: int, block_size: int, accuracy_level: int | None):
@@ -317,7 +418,11 @@ def gather_tables_fp16(model, min_elements: int = FP16_GATHER_MIN_ELEMENTS) -> l
                 (
                     node.name,
                     helper.make_node(
-                        "Cast", [node.output[0]], [gathered], to=onnx.TensorProto.FLOAT, name=f"{node.name}__cast"
+                        "Cast",
+                        [node.output[0]],
+                        [gathered],
+                        to=onnx.TensorProto.FLOAT,
+                        name=f"{node.name}__cast",
                     ),
                 )
             )
@@ -342,14 +447,31 @@ def gather_tables_fp16(model, min_elements: int = FP16_GATHER_MIN_ELEMENTS) -> l
 # * fp16: every large float weight stored as float16 + Cast (folded at session load); compute and
 #   speed stay fp32, the file halves. Weight-norm folding makes the conv weights non-fp16-exact, so
 #   this rounds them (waveform SNR vs fp32 > 60 dB).
-# * int8: static QDQ quantization (s8 per-channel weights, u8 activations calibrated with MinMax
-#   on a few random decodes) of the HiFi-GAN resblock convolutions with >= 32 channels. ORT fuses
-#   them into QLinearConv (VNNI), ~2.3x less CPU than fp32. The 16-channel last stage, the
-#   transposed convs, conv_pre/cond/conv_post, the text encoder and the flow stay fp32: quantizing
-#   the last stage costs ~12 dB of SNR for ~5% of the time. int4 has no CPU conv kernel and maps to
-#   the int8 variant.
+# * int8: static quantization (s8 per-channel weights, u8 activations calibrated with MinMax on a
+#   few random decodes, QOperator format: QLinearConv, QLinearAdd) of every convolution with >= SOVITS_INT8_MIN_CHANNELS output channels:
+#   the HiFi-GAN resblocks of the wide stages, conv_pre and cond, and the text encoder (enc_p) and
+#   flow, whose ~100 MB of fp32 weights were most of the file while taking ~7% of the time. The
+#   transposed-conv upsamplers are first rewritten as equivalent polyphase Convs (exact in fp32;
+#   ConvTranspose has no int8 CPU kernel, and its fp32 kernel is slower than the Conv it becomes),
+#   and those with >= SOVITS_INT8_MIN_UPSAMPLE_CHANNELS output channels are quantized too. The
+#   graph is then simplified once offline (ORT's basic level: constant folding of the shape
+#   arithmetic, standard ONNX ops only), which sessions would otherwise redo at every load.
+#   QLinearConv runs on VNNI on x86 and int8 dot products on ARM64; QLinearAdd is an ORT CPU
+#   contrib op (every platform). What stays
+#   fp32: the 16-channel last stage with its upsampler and conv_post (quantizing them costs
+#   ~11-14 dB of SNR for ~11% less CPU), attention matmuls and the elementwise ops. int4 has no
+#   CPU conv kernel and maps to the int8 variant.
 
 SOVITS_INT8_MIN_CHANNELS = 32
+#: A quantized upsampler's output is the residual stream of the next stage: the 32-channel one
+#: costs ~3 dB, the 16-channel one ~11 dB, the wider ones < 0.3 dB each.
+SOVITS_INT8_MIN_UPSAMPLE_CHANNELS = 64
+#: HiFi-GAN resblocks of at least this many channels also add their residual in int8 (QLinearAdd):
+#: then a whole resblock runs in uint8 and ORT's NHWC layout keeps no float Transposes around each
+#: conv pair (~10% less CPU for < 1 dB); at 32 channels it would cost ~5 dB.
+SOVITS_INT8_MIN_RESIDUAL_CHANNELS = 64
+#: Name suffix of the Conv that replaces a ConvTranspose upsampler ("<name>/polyphase<stride>").
+POLYPHASE_SUFFIX = "/polyphase"
 SOVITS_CALIBRATION_RUNS = 4
 SOVITS_CALIBRATION_TOKENS = 40
 
@@ -363,7 +485,8 @@ def quantize_sovits_graph(
     """Write the `precision` variant of `sovits_decoder.onnx` or `ref_enc.onnx`; returns its path.
 
     fp32 returns `path`; fp16 stores weights as float16; int8 (and int4, which maps to it) quantizes
-    the decoder's HiFi-GAN convolutions statically and keeps `ref_enc` in fp32 (it is tiny).
+    the decoder's convolutions statically (see the notes above) and keeps `ref_enc` in fp32 (it is
+    tiny).
     Calibration of the decoder draws random tokens, phones and prior noise and takes ge from
     `ref_enc_path` (default: `ref_enc.onnx` next to `path`) run on random spectrograms, so a real
     model is calibrated with its own timbre vectors. Raises QuantizeError for an unknown precision.
@@ -389,18 +512,141 @@ def quantize_sovits_graph(
 
 
 def sovits_int8_nodes(model) -> list[str]:
-    """Names of the decoder's HiFi-GAN resblock Conv nodes with at least SOVITS_INT8_MIN_CHANNELS."""
+    """Names of the decoder's Conv nodes that the int8 variant quantizes.
+
+    Every Conv with a constant weight of at least SOVITS_INT8_MIN_CHANNELS output channels, except
+    the polyphase upsamplers (see `sovits_polyphase_upsamplers`) of fewer than
+    SOVITS_INT8_MIN_UPSAMPLE_CHANNELS output channels per phase.
+    """
     from onnx import numpy_helper
 
     shapes = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
     names = []
     for node in model.graph.node:
-        if node.op_type != "Conv" or "/dec/resblocks" not in node.name:
+        if node.op_type != "Conv":
             continue
         shape = shapes.get(node.input[1])
-        if shape is not None and shape[0] >= SOVITS_INT8_MIN_CHANNELS:
+        if shape is None:
+            continue
+        channels, min_channels = shape[0], SOVITS_INT8_MIN_CHANNELS
+        if POLYPHASE_SUFFIX in node.name:
+            channels //= int(node.name.rsplit(POLYPHASE_SUFFIX, 1)[1])
+            min_channels = SOVITS_INT8_MIN_UPSAMPLE_CHANNELS
+        if channels >= min_channels:
             names.append(node.name)
     return names
+
+
+def sovits_int8_residual_adds(model) -> list[str]:
+    """Names of the residual Add nodes of HiFi-GAN resblocks with >= SOVITS_INT8_MIN_RESIDUAL_CHANNELS."""
+    import re
+
+    from onnx import numpy_helper
+
+    shapes = {t.name: numpy_helper.to_array(t).shape for t in model.graph.initializer}
+    resblock = re.compile(r"/dec/resblocks\.\d+/")
+    channels: dict[str, int] = {}
+    for node in model.graph.node:
+        match = resblock.match(node.name)
+        if match and node.op_type == "Conv" and node.input[1] in shapes:
+            channels[match.group(0)] = shapes[node.input[1]][0]
+    names = []
+    for node in model.graph.node:
+        match = resblock.match(node.name)
+        if (
+            node.op_type == "Add"
+            and match
+            and channels.get(match.group(0), 0) >= SOVITS_INT8_MIN_RESIDUAL_CHANNELS
+        ):
+            names.append(node.name)
+    return names
+
+
+def sovits_polyphase_upsamplers(model) -> int:
+    """Rewrite each 1-D ConvTranspose of `model` (in place) as a Conv + interleave; returns how many.
+
+    A ConvTranspose of stride s whose output is s times its input (kernel - pads == s, the HiFi-GAN
+    upsamplers) computes output sample n·s + r from a few neighbouring inputs with the taps
+    r + pad + m·s. One Conv with s·C_out output channels (channel c·s + r holds phase r of channel
+    c) computes all phases on the input grid; Reshape (1, C_out, s, L) -> Transpose -> Reshape
+    (1, C_out, L·s) interleaves them. The result equals the ConvTranspose up to float rounding, and
+    unlike it has an int8 CPU kernel. ConvTransposes of another form are left as they are.
+    """
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    initializers = {t.name: t for t in graph.initializer}
+    nodes, rewritten = [], 0
+    for node in graph.node:
+        weight = initializers.get(node.input[1]) if node.op_type == "ConvTranspose" else None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if weight is None or len(weight.dims) != 3:
+            nodes.append(node)
+            continue
+        w = numpy_helper.to_array(weight)
+        c_in, c_out, kernel = w.shape
+        (stride,) = attrs.get("strides", [1])
+        pad_begin, pad_end = attrs.get("pads", [0, 0])
+        if (
+            attrs.get("group", 1) != 1
+            or attrs.get("dilations", [1]) != [1]
+            or any(attrs.get("output_padding", []))
+            or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+            or "output_shape" in attrs
+            or kernel - pad_begin - pad_end != stride
+        ):
+            nodes.append(node)
+            continue
+        # out[c, n·s + r] = sum over m of W[:, c, m·s + r + pad_begin] · x[:, n - m]
+        first = min(-((r + pad_begin) // stride) for r in range(stride))
+        last = max((kernel - 1 - r - pad_begin) // stride for r in range(stride))
+        taps = last - first + 1
+        phase_weight = np.zeros((c_out * stride, c_in, taps), dtype=w.dtype)
+        for r in range(stride):
+            for m in range(first, last + 1):
+                k = m * stride + r + pad_begin
+                if 0 <= k < kernel:
+                    phase_weight[r::stride, :, last - m] = w[:, :, k].T
+        name = f"{node.name}{POLYPHASE_SUFFIX}{stride}"
+        inputs = [node.input[0], f"{name}.weight"]
+        graph.initializer.append(numpy_helper.from_array(phase_weight, inputs[1]))
+        if len(node.input) > 2 and node.input[2]:
+            bias = np.repeat(numpy_helper.to_array(initializers[node.input[2]]), stride)
+            inputs.append(f"{name}.bias")
+            graph.initializer.append(numpy_helper.from_array(bias, inputs[2]))
+        for suffix, shape in (("split_shape", [0, c_out, stride, -1]), ("merge_shape", [0, c_out, -1])):
+            graph.initializer.append(numpy_helper.from_array(np.array(shape, np.int64), f"{name}.{suffix}"))
+        nodes += [
+            helper.make_node(
+                "Conv", inputs, [f"{name}_phases"], name=name, kernel_shape=[taps], pads=[last, -first]
+            ),
+            helper.make_node(
+                "Reshape", [f"{name}_phases", f"{name}.split_shape"], [f"{name}_split"], name=f"{name}_split"
+            ),
+            helper.make_node(
+                "Transpose",
+                [f"{name}_split"],
+                [f"{name}_interleaved"],
+                name=f"{name}_interleave",
+                perm=[0, 1, 3, 2],
+            ),
+            helper.make_node(
+                "Reshape",
+                [f"{name}_interleaved", f"{name}.merge_shape"],
+                [node.output[0]],
+                name=f"{name}_merge",
+            ),
+        ]
+        rewritten += 1
+    if rewritten:
+        del graph.node[:]
+        graph.node.extend(nodes)
+        used = {name for node in graph.node for name in node.input}
+        kept = [t for t in graph.initializer if t.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return rewritten
 
 
 def _sovits_weights_fp16(model) -> None:
@@ -464,6 +710,9 @@ def _sovits_calibration_feeds(model, ref_enc_path: Path) -> list[dict]:
 
 
 def _sovits_int8(path: Path, model, out: Path, ref_enc_path: Path) -> None:
+    import tempfile
+
+    import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -471,9 +720,12 @@ def _sovits_int8(path: Path, model, out: Path, ref_enc_path: Path) -> None:
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    nodes = sovits_int8_nodes(model)
-    if not nodes:
+    sovits_polyphase_upsamplers(model)
+    # the quantizer's codebook and the phone embedding: fp16 rows, cast after the lookup
+    gather_tables_fp16(model, min_elements=FP16_MIN_ELEMENTS)
+    if not any("/dec/" in name for name in sovits_int8_nodes(model)):
         raise QuantizeError(f"{path.name} has no HiFi-GAN convolutions to quantize; is it a SoVITS decoder?")
     feeds = iter(_sovits_calibration_feeds(model, ref_enc_path))
 
@@ -481,16 +733,33 @@ def _sovits_int8(path: Path, model, out: Path, ref_enc_path: Path) -> None:
         def get_next(self):
             return next(feeds, None)
 
-    quantize_static(
-        str(path),
-        str(out),
-        _Reader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["Conv"],
-        nodes_to_quantize=nodes,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
-    _drop_external_data_file_refs(out)
+    with tempfile.TemporaryDirectory(prefix="gsv-sovits-int8-") as tmp:
+        rewritten, simplified = Path(tmp) / "polyphase.onnx", Path(tmp) / "simplified.onnx"
+        onnx.save_model(model, str(rewritten))
+        # ORT's basic level offline (standard ONNX ops only): what every session load would redo
+        quant_pre_process(str(rewritten), str(simplified), skip_symbolic_shape=True)
+        simplified_model = onnx.load(str(simplified), load_external_data=False)
+        nodes = sovits_int8_nodes(simplified_model) + sovits_int8_residual_adds(simplified_model)
+        del simplified_model
+        quantize_static(
+            str(simplified),
+            str(out),
+            _Reader(),
+            # QLinearConv / QLinearAdd written out: ~0.13 s less session creation than QDQ pairs
+            # that ORT fuses into the same kernels at every load, and ~0.6 dB closer to fp32
+            quant_format=QuantFormat.QOperator,
+            op_types_to_quantize=["Conv", "Add"],
+            nodes_to_quantize=nodes,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    # Re-save with every tensor inline, declaring only the opsets its nodes use (ORT's offline pass
+    # lists all of its own domains).
+    quantized = onnx.load(str(out))
+    used_domains = {node.domain or "" for node in quantized.graph.node} | {""}
+    opsets = [o for o in quantized.opset_import if (o.domain or "") in used_domains or o.domain == "ai.onnx"]
+    del quantized.opset_import[:]
+    quantized.opset_import.extend(opsets)
+    onnx.save_model(quantized, str(out))

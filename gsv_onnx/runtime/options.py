@@ -168,13 +168,19 @@ class RuntimeOptions:
     thread while piece i + 1 decodes (same audio; the decode step is bound by memory bandwidth
     and leaves CPU time for it). On by default; off runs the stages one after the other.
 
-    Memory (measured on the full-size int8 bundle, see docs/performance.md):
+    Memory (figures measured on the full-size int8 bundle):
     `memory_pattern`: ORT's per-input-shape memory plan. Off by default: every new text length is
     a new shape, and the plan's one big block comes on top of the arena's free chunks (the 10 s
     vocoder held 323 MB of activations with it, 189 MB without, at the same speed).
-    `keep_reference_encoder`: keep the HuBERT reference-encoder session (~370 MB) after
-    `prepare_voice`. Off by default: voices are prepared rarely, so the session is released when
-    `prepare_voice` returns and created again (~0.6-1 s) by the next one.
+    `shared_arena`: all sessions take their activations from one process-wide ONNX Runtime arena
+    that grows only by what is asked (no power-of-two rounding), instead of one arena per session
+    that each keep their high-water mark: BERT's, HuBERT's and the prefill's memory is reused by the
+    vocoder (peak of load + voice + 10 s utterance 1239 -> 1159 MiB). On by default.
+    `keep_reference_encoder`: keep the HuBERT reference-encoder session after `prepare_voice`
+    (int8: ~130 MB; fp32: ~340 MB). Off by default: voices are prepared rarely, so the session is
+    released when `prepare_voice` returns (peak 1281 -> 1159 MiB with the int8 encoder: its
+    weights and activations are gone before the utterance) and created again by the next one
+    (~0.2 s int8, ~0.5 s fp32).
     """
 
     intra_op_threads: int | None = None
@@ -185,10 +191,17 @@ class RuntimeOptions:
     decoder_pool_size: int = 1
     pipeline_vocoder: bool = True
     memory_pattern: bool = False
+    shared_arena: bool = True
     keep_reference_encoder: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("allow_spinning", "memory_pattern", "keep_reference_encoder", "pipeline_vocoder"):
+        for name in (
+            "allow_spinning",
+            "memory_pattern",
+            "shared_arena",
+            "keep_reference_encoder",
+            "pipeline_vocoder",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise OptionsError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.intra_op_threads is not None and (

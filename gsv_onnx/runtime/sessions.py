@@ -7,6 +7,7 @@ import ctypes.util
 import logging
 import mmap
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,12 @@ def session_options(runtime_options: RuntimeOptions) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPT_LEVELS[runtime_options.graph_optimization]
     options.enable_mem_pattern = runtime_options.memory_pattern
+    if (
+        runtime_options.shared_arena
+        and "CPUExecutionProvider" in resolve_providers(runtime_options.providers)[:1]
+    ):
+        if register_shared_arena():
+            options.add_session_config_entry("session.use_env_allocators", "1")
     spin = "1" if runtime_options.allow_spinning else "0"
     options.add_session_config_entry("session.intra_op.allow_spinning", spin)
     options.add_session_config_entry("session.inter_op.allow_spinning", spin)
@@ -97,6 +104,36 @@ def create_session(path: str | Path, runtime_options: RuntimeOptions | None = No
         ) from exc
     release_free_heap()
     return session
+
+
+_shared_arena_registered: bool | None = None
+_shared_arena_lock = threading.Lock()
+
+
+def register_shared_arena() -> bool:
+    """Register the process-wide CPU arena that sessions with `shared_arena` allocate from (once).
+
+    The arena grows by what each allocation asks (`arena_extend_strategy` 1, kSameAsRequested)
+    rather than doubling, and is shared: memory one session freed (BERT, the HuBERT reference
+    encoder, the GPT prefill) serves the next (the vocoder) instead of staying in a per-session
+    arena. Returns False (sessions then keep their own arenas) where this onnxruntime cannot
+    register one.
+    """
+    global _shared_arena_registered
+    with _shared_arena_lock:
+        if _shared_arena_registered is not None:
+            return _shared_arena_registered
+        try:
+            arena = ort.OrtArenaCfg(0, 1, -1, -1)  # max_mem unlimited, kSameAsRequested, defaults
+            memory_info = ort.OrtMemoryInfo(
+                "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+            )
+            ort.create_and_register_allocator(memory_info, arena)
+            _shared_arena_registered = True
+        except Exception as exc:  # noqa: BLE001 - an older or minimal build: per-session arenas
+            log.debug("no shared ONNX Runtime arena: %s", exc)
+            _shared_arena_registered = False
+        return _shared_arena_registered
 
 
 _libc_trim = None
@@ -145,7 +182,7 @@ def lazy_zeros(shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     try:
         mapping = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         mapping.madvise(mmap.MADV_NOHUGEPAGE)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, TypeError):  # TypeError: no `flags` (Windows)
         return np.zeros(shape, dtype=dtype)
     # the array keeps the mapping alive (it is the buffer's owner); it is unmapped with the array
     return np.frombuffer(mapping, dtype=dtype).reshape(shape)

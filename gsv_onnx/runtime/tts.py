@@ -251,8 +251,8 @@ class TTS:
         """Drop the HuBERT reference-encoder session and its memory; the next use creates it again.
 
         `prepare_voice` calls this when it returns unless `RuntimeOptions.keep_reference_encoder`
-        is set (the session holds ~370 MB of the full-size model plus its activation arena, and
-        voices are prepared rarely). A call made while another thread prepares a voice waits for
+        is set (the session holds 130-340 MB of the full-size model, by precision, and voices are
+        prepared rarely). A call made while another thread prepares a voice waits for
         none: that thread keeps its own reference to the session until it is done. Returns whether
         a session was released.
         """
