@@ -448,19 +448,20 @@ def gather_tables_fp16(model, min_elements: int = FP16_GATHER_MIN_ELEMENTS) -> l
 #   speed stay fp32, the file halves. Weight-norm folding makes the conv weights non-fp16-exact, so
 #   this rounds them (waveform SNR vs fp32 > 60 dB).
 # * int8: static quantization (s8 per-channel weights, u8 activations calibrated with MinMax on a
-#   few random decodes, QOperator format: QLinearConv, QLinearAdd) of every convolution with >= SOVITS_INT8_MIN_CHANNELS output channels:
-#   the HiFi-GAN resblocks of the wide stages, conv_pre and cond, and the text encoder (enc_p) and
-#   flow, whose ~100 MB of fp32 weights were most of the file while taking ~7% of the time. The
-#   transposed-conv upsamplers are first rewritten as equivalent polyphase Convs (exact in fp32;
-#   ConvTranspose has no int8 CPU kernel, and its fp32 kernel is slower than the Conv it becomes),
-#   and those with >= SOVITS_INT8_MIN_UPSAMPLE_CHANNELS output channels are quantized too. The
-#   graph is then simplified once offline (ORT's basic level: constant folding of the shape
-#   arithmetic, standard ONNX ops only), which sessions would otherwise redo at every load.
-#   QLinearConv runs on VNNI on x86 and int8 dot products on ARM64; QLinearAdd is an ORT CPU
-#   contrib op (every platform). What stays
-#   fp32: the 16-channel last stage with its upsampler and conv_post (quantizing them costs
-#   ~11-14 dB of SNR for ~11% less CPU), attention matmuls and the elementwise ops. int4 has no
-#   CPU conv kernel and maps to the int8 variant.
+#   few random decodes; QOperator format: QLinearConv, QLinearAdd) of every convolution with at
+#   least SOVITS_INT8_MIN_CHANNELS output channels: the HiFi-GAN resblocks of the wide stages,
+#   conv_pre and cond, and the text encoder (enc_p) and flow, whose ~100 MB of fp32 weights were
+#   most of the file for ~7% of the time. The transposed-conv upsamplers are first rewritten as
+#   equivalent polyphase Convs (exact in fp32; ConvTranspose has no int8 CPU kernel) and those with
+#   >= SOVITS_INT8_MIN_UPSAMPLE_CHANNELS output channels are quantized; resblocks of
+#   >= SOVITS_INT8_MIN_RESIDUAL_CHANNELS also add their residual in int8. The graph is simplified
+#   once offline first (ORT's basic level: constant folding of the shape arithmetic, standard ONNX
+#   ops only), which every session load would otherwise redo. QLinearConv uses VNNI on x86 and int8
+#   dot products on ARM64; QLinearAdd is an ORT CPU contrib kernel (every platform). What stays
+#   fp32: the 16-channel last stage with its upsampler and conv_post (int8 there costs ~11 dB of
+#   SNR for ~11% less CPU), the attention matmuls and the elementwise ops. 10 s of audio, 2 threads:
+#   0.91 s (fp32 2.51 s; CPU 1.74 s vs 4.94 s), 44 MB, waveform SNR vs fp32 39-52 dB depending on
+#   the random model. int4 has no CPU conv kernel and maps to the int8 variant.
 
 SOVITS_INT8_MIN_CHANNELS = 32
 #: A quantized upsampler's output is the residual stream of the next stage: the 32-channel one
