@@ -141,9 +141,12 @@ def _graph_copy(tiny_bundle: Path, name: str, tmp_path: Path) -> Path:
     import json
 
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    source = tiny_bundle / manifest["graphs"][name]["file"]
+    entry = manifest["graphs"][name]
+    source = tiny_bundle / entry["file"]
     target = tmp_path / source.name
     shutil.copyfile(source, target)
+    for data in entry.get("external_data", []):  # the graph's weights, when stored beside it
+        shutil.copyfile(tiny_bundle / data["file"], tmp_path / data["file"])
     return target
 
 

@@ -228,6 +228,13 @@ def convert(
                         )
                     else:
                         graphs[name] = Path(quantizer.quantize_graph(graphs[name], graph_precisions[name]))
+        # Every precision: the large graphs keep their weights in external data, which ONNX Runtime
+        # memory-maps instead of copying out of a parsed protobuf (see `store_weights_externally`).
+        # The GPT graphs already share one file.
+        from gsv_onnx.convert.quantize import store_weights_externally
+
+        for name in ("sovits_decoder", "reference_encoder", "bert"):
+            graphs[name] = Path(store_weights_externally(graphs[name]))
 
         stack.close()
 
@@ -359,8 +366,9 @@ def precision_plan(precision: str) -> dict[str, str]:
     fp32 and fp16 apply to every graph. int8 quantizes the matrix-heavy GPT and BERT graphs
     (int8 MatMuls with VNNI kernels; BERT's embedding table stored fp16), HuBERT's MatMuls in the
     reference encoder (98.4% of prompt codes equal fp32's, the others near-ties; 200 MB less) and
-    the SoVITS decoder's HiFi-GAN convolutions (static int8, 42 dB SNR against fp32, 2.4x less
-    CPU); ref_enc stays fp32 (tiny). int4 is the smallest bundle: BERT's weights in 4-bit blocks
+    every SoVITS decoder convolution with >= 32 output channels, the upsamplers as polyphase convs
+    (static int8, 39-52 dB SNR against fp32 on the random full-size models, 2.8x less CPU); ref_enc
+    stays fp32 (tiny). int4 is the smallest bundle: BERT's weights in 4-bit blocks
     (feature error ~8x int8's on the random full-size model), the rest as int8; the GPT stays int8
     (the quantizer offers no int4 GPT). BERT and the reference encoder keep their weights in
     external data files (memory-mapped at load) in every quantized bundle.
