@@ -94,8 +94,9 @@ def time_steps(decoder: GptDecoder, logits: np.ndarray, steps: int, cpu: list | 
     return times, logits
 
 
-def speed(paths: dict[str, Path], threads: int, tokens: int, probe_steps: int) -> dict:
-    decoder = GptDecoder(paths["gpt_prefill"], paths["gpt_decode"], RuntimeOptions(intra_op_threads=threads))
+def speed(paths: dict[str, Path], threads: int, tokens: int, probe_steps: int, spin: bool = False) -> dict:
+    options = RuntimeOptions(intra_op_threads=threads, allow_spinning=spin)
+    decoder = GptDecoder(paths["gpt_prefill"], paths["gpt_decode"], options)
     result: dict = {}
     phone_ids, bert, codes = inputs(120, 80)
     decoder.prefill(phone_ids, bert, codes)  # warm-up
@@ -156,14 +157,15 @@ def fidelity(reference: dict[str, Path], variant: dict[str, Path], steps: int) -
     }
 
 
-def bare_stack(work_dir: Path, threads: int, runs: int = 60) -> dict[str, float]:
+def bare_stack(work_dir: Path, threads: int, runs: int = 60, spin: bool = False) -> dict[str, float]:
     """CPU and wall ms of the decode step's matmuls alone (24 x [512x1536, 512x512, 512x2048,
-    2048x512] + 512x1025, one row), fp32 and int8: the floor a whole step is compared with."""
+    2048x512] + 512x1025, one row): fp32, int8 (DynamicQuantizeMatMul, the prefill's kernel) and
+    int8_nbits (8-bit MatMulNBits, the int8 decode graph's kernel): the floor a step is compared with."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from gsv_onnx.convert.quantize import quantize_graph
+    from gsv_onnx.convert.quantize import _weight_only_int8, quantize_graph
 
     path = work_dir / "bare_matmuls.onnx"
     if not path.exists():
@@ -201,12 +203,20 @@ def bare_stack(work_dir: Path, threads: int, runs: int = 60) -> dict[str, float]
         work_dir.mkdir(parents=True, exist_ok=True)
         onnx.save_model(model, str(path))
         quantize_graph(path, "int8")
+    nbits_path = path.with_name("bare_matmuls.nbits8.onnx")
+    if not nbits_path.exists():
+        _weight_only_int8(path, nbits_path)
     result = {}
     feed = {"x": np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32)}
-    for precision, graph_path in (("fp32", path), ("int8", path.with_name("bare_matmuls.int8.onnx"))):
+    variants = (
+        ("fp32", path),
+        ("int8", path.with_name("bare_matmuls.int8.onnx")),
+        ("int8_nbits", nbits_path),
+    )
+    for precision, graph_path in variants:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         session = ort.InferenceSession(str(graph_path), options, providers=["CPUExecutionProvider"])
         for _ in range(5):
             session.run(None, feed)
@@ -234,9 +244,14 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--decode-attention",
-        default="cache_read",
+        default="gqa",
         choices=("cache_read", "gqa"),
         help="decode graph variant (gqa: GroupQueryAttention on shared in-place buffers)",
+    )
+    parser.add_argument(
+        "--spin",
+        action="store_true",
+        help="let ONNX Runtime's idle threads spin-wait (RuntimeOptions.allow_spinning; off by default)",
     )
     args = parser.parse_args()
     precisions = args.precisions.split(",")
@@ -251,18 +266,19 @@ def main() -> None:
         "fidelity": {},
     }
     for threads in (int(t) for t in args.threads.split(",")):
-        bare = bare_stack(args.work_dir, threads)
+        bare = bare_stack(args.work_dir, threads, spin=args.spin)
         report["speed"][f"bare_matmuls/{threads}t"] = bare
         print(
             f"bare matmul stack {threads}t: fp32 {bare['fp32_ms']:.2f} ms (cpu {bare['fp32_cpu_ms']:.2f}), "
-            f"int8 {bare['int8_ms']:.2f} ms (cpu {bare['int8_cpu_ms']:.2f})",
+            f"int8 {bare['int8_ms']:.2f} ms (cpu {bare['int8_cpu_ms']:.2f}), "
+            f"int8 MatMulNBits {bare['int8_nbits_ms']:.2f} ms (cpu {bare['int8_nbits_cpu_ms']:.2f})",
             flush=True,
         )
     for precision in precisions:
         sizes = sum(p.stat().st_size for p in graphs[precision].values())
         print(f"{precision}: graphs + data {sizes / 1e6:.0f} MB")
         for threads in (int(t) for t in args.threads.split(",")):
-            result = speed(graphs[precision], threads, args.tokens, args.probe_steps)
+            result = speed(graphs[precision], threads, args.tokens, args.probe_steps, spin=args.spin)
             report["speed"][f"{precision}/{threads}t"] = result
             at, cpu_at = result["decode_ms_at"], result["decode_cpu_ms_at"]
             print(

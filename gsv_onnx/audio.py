@@ -327,10 +327,6 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     return target
 
 
-
-
-
-
 @dataclass
 class Audio:
     """Mono audio: ``samples`` float32 [N] in [-1, 1] and ``sample_rate`` in Hz."""

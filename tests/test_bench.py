@@ -165,3 +165,24 @@ def test_report_without_reference_says_why():
     table = format_report(report)
     assert "PyTorch reference: skipped (torch is not installed)" in table
     assert "gsv-onnx int8" in table
+
+
+def test_worker_peak_rss_is_its_own_not_the_parents():
+    """A worker started after the parent peaked (e.g. converting bundles) reports its own peak."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from gsv_onnx.bench import workload as wl
+
+    ballast = np.ones(400 * 1024 * 1024 // 8)  # 400 MiB resident in this process
+    assert wl.peak_rss_mb() > 400
+    child = subprocess.run(
+        [sys.executable, "-c", "from gsv_onnx.bench import workload as wl; print(wl.peak_rss_mb())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    del ballast
+    assert float(child.stdout) < 300, child.stdout

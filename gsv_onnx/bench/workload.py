@@ -180,10 +180,22 @@ def summarize(values: Sequence[float]) -> dict[str, float]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (10^6 bytes)."""
+    """This process's peak resident set size so far, in MB (10^6 bytes).
+
+    Linux: VmHWM of /proc/self/status, the peak of this program image. Not `ru_maxrss`, which
+    Linux carries across exec: a worker started by a bench that had just converted bundles in
+    the same process reported the conversion's 6.7 GB as its own peak.
+    """
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes
     return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6

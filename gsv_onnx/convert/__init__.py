@@ -14,7 +14,6 @@ def require_torch():
         import torch
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
         raise MissingDependencyError(
-            "conversion needs PyTorch: install the CPU build of torch, then "
-            "pip install 'gsv-onnx[convert]'"
+            "conversion needs PyTorch: install the CPU build of torch, then pip install 'gsv-onnx[convert]'"
         ) from exc
     return torch
