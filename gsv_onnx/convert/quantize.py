@@ -92,38 +92,9 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
 
 def _weight_only_int8(path: Path, out: Path) -> Path:
     """MatMulNBits variant of `path`: 8-bit symmetric weights in blocks, int8 compute (level 4)."""
-    import logging
-
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
 
-    config = DefaultWeightOnlyQuantConfig(
-        block_size=GPT_INT8_DECODE_BLOCK,
-        is_symmetric=True,
-        accuracy_level=4,
-        bits=8,
-        op_types_to_quantize=("MatMul", "Gemm"),
-    )
-    quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(path)),
-        bits=8,
-        block_size=GPT_INT8_DECODE_BLOCK,
-        is_symmetric=True,
-        accuracy_level=4,
-        op_types_to_quantize=("MatMul", "Gemm"),
-        algo_config=config,
-    )
-    quantizer_logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = quantizer_logger.level
-    quantizer_logger.setLevel(logging.WARNING)  # one INFO line per skipped node otherwise
-    try:
-        quantizer.process()
-    finally:
-        quantizer_logger.setLevel(level)
-    model = quantizer.model.model
+    model = _matmul_nbits(onnx.load(str(path)), 8, GPT_INT8_DECODE_BLOCK, 4, op_types=("MatMul", "Gemm"))
     if not any(node.op_type == "MatMulNBits" for node in model.graph.node):
         raise QuantizeError(f"{path.name} has no constant-weight MatMul/Gemm to quantize; is it a GPT graph?")
     onnx.save_model(model, str(out))
@@ -347,8 +318,10 @@ def _save_external(model, out: Path) -> None:
     )
 
 
-def _matmul_nbits(model, bits: int, block_size: int, accuracy_level: int | None):
-    """`model` with its constant-weight MatMuls as symmetric `bits`-bit MatMulNBits blocks."""
+def _matmul_nbits(
+    model, bits: int, block_size: int, accuracy_level: int | None, op_types: tuple[str, ...] = ("MatMul",)
+):
+    """`model` with its constant-weight `op_types` nodes as symmetric `bits`-bit MatMulNBits blocks."""
     import logging
 
     from onnxruntime.quantization.matmul_nbits_quantizer import (
@@ -361,7 +334,7 @@ def _matmul_nbits(model, bits: int, block_size: int, accuracy_level: int | None)
         is_symmetric=True,
         accuracy_level=accuracy_level,
         bits=bits,
-        op_types_to_quantize=("MatMul",),
+        op_types_to_quantize=op_types,
     )
     quantizer = MatMulNBitsQuantizer(
         model,
@@ -369,7 +342,7 @@ def _matmul_nbits(model, bits: int, block_size: int, accuracy_level: int | None)
         block_size=block_size,
         is_symmetric=True,
         accuracy_level=accuracy_level,
-        op_types_to_quantize=("MatMul",),
+        op_types_to_quantize=op_types,
         algo_config=config,
     )
     quantizer_logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
