@@ -109,8 +109,13 @@ def _drop_external_data_file_refs(path: Path) -> None:
     onnx.save_model(model, str(path))
 
 
-def _store_weights_fp16(model) -> None:
-    """Replace float32 initializers by float16 ones plus a Cast back to float32 (folded at load)."""
+def _store_weights_fp16(model, round_any: bool = False) -> None:
+    """Replace float32 initializers by float16 ones plus a Cast back to float32 (folded at load).
+
+    Tensors that fp16 does not hold exactly are rounded only where they are matmul/conv weights,
+    unless `round_any` (the SoVITS decoder, whose folded weight-norm weights are never exact and
+    whose other tables tolerate rounding: waveform SNR > 60 dB).
+    """
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -131,7 +136,7 @@ def _store_weights_fp16(model) -> None:
         if array.size < FP16_MIN_ELEMENTS or not np.all(np.abs(array) < 65504):
             continue  # small constants, or values that fp16 cannot hold
         exact = np.array_equal(array.astype(np.float16).astype(np.float32), array)
-        if not exact and (tensor.name not in weight_inputs or tensor.name in other_inputs):
+        if not (exact or round_any) and (tensor.name not in weight_inputs or tensor.name in other_inputs):
             continue  # rounding is only acceptable for matmul/conv weights (not e.g. the sinusoidal table)
         name = tensor.name
         half = numpy_helper.from_array(array.astype(np.float16), name=f"{name}__fp16")
@@ -478,7 +483,7 @@ def quantize_sovits_graph(
     if precision == "fp16" or not is_decoder:
         if precision != "fp16":
             return path  # ref_enc: 0.6 M weights, negligible time; fp32 is the int8 bundle's choice
-        _sovits_weights_fp16(model)
+        _store_weights_fp16(model, round_any=True)
         onnx.save_model(model, str(out))
         return out
     _sovits_int8(path, model, out, Path(ref_enc_path) if ref_enc_path else path.with_name("ref_enc.onnx"))
@@ -621,30 +626,6 @@ def sovits_polyphase_upsamplers(model) -> int:
         del graph.initializer[:]
         graph.initializer.extend(kept)
     return rewritten
-
-
-def _sovits_weights_fp16(model) -> None:
-    """Store every large float32 initializer as float16 with a Cast back (compute stays fp32)."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
-    casts = []
-    for tensor in model.graph.initializer:
-        if tensor.data_type != onnx.TensorProto.FLOAT:
-            continue
-        array = numpy_helper.to_array(tensor)
-        if array.size < FP16_MIN_ELEMENTS or not np.all(np.abs(array) < 65504):
-            continue
-        name = tensor.name
-        half = numpy_helper.from_array(array.astype(np.float16), name=f"{name}__fp16")
-        tensor.CopyFrom(half)
-        casts.append(
-            helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT, name=f"{name}__cast")
-        )
-    nodes = list(model.graph.node)
-    del model.graph.node[:]
-    model.graph.node.extend(casts + nodes)
 
 
 def _sovits_calibration_feeds(model, ref_enc_path: Path) -> list[dict]:
