@@ -365,7 +365,7 @@ def precision_plan(precision: str) -> dict[str, str]:
 
     fp32 and fp16 apply to every graph. int8 quantizes the matrix-heavy GPT and BERT graphs
     (int8 MatMuls with VNNI kernels; BERT's embedding table stored fp16), HuBERT's MatMuls in the
-    reference encoder (98.4% of prompt codes equal fp32's, the others near-ties; 200 MB less) and
+    reference encoder (98.2% of prompt codes equal fp32's, the others near-ties; 200 MB less) and
     every SoVITS decoder convolution with >= 32 output channels, the upsamplers as polyphase convs
     (static int8, 39-52 dB SNR against fp32 on the random full-size models, 2.8x less CPU); ref_enc
     stays fp32 (tiny). int4 is the smallest bundle: BERT's weights in 4-bit blocks
