@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-import warnings
 from pathlib import Path
 
-from gsv_onnx.convert import require_torch
+from gsv_onnx.convert import OPSET, export_torchscript, require_torch
 from gsv_onnx.convert.gpt import PE_TABLE_ROWS, Text2SemanticDecoder
 from gsv_onnx.errors import GsvError
 
 torch = require_torch()
 
-OPSET = 17
 PREFILL_FILE = "gpt_prefill.onnx"
 DECODE_FILE = "gpt_decode.onnx"
 SHARED_DATA_FILE = "gpt.onnx.data"
@@ -74,22 +72,6 @@ def _example_inputs(model: Text2SemanticDecoder, text_len: int, prompt_len: int,
     bert_features = torch.randn(1, 1024, text_len, generator=gen)
     prompt_codes = torch.randint(0, model.vocab_size - 1, (1, prompt_len), generator=gen)
     return phone_ids, bert_features, prompt_codes
-
-
-def _export(module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(
-            module,
-            args,
-            str(path),
-            dynamo=False,
-            opset_version=OPSET,
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            do_constant_folding=True,
-        )
 
 
 def share_external_data(model_paths: list[Path], data_name: str) -> None:
@@ -335,7 +317,7 @@ def export_gpt(model: Text2SemanticDecoder, out_dir: Path, decode_attention: str
         tmp_prefill = Path(tmp) / PREFILL_FILE
         tmp_decode = Path(tmp) / DECODE_FILE
         example = _example_inputs(model, text_len=9, prompt_len=5, seed=0)
-        _export(
+        export_torchscript(
             _PrefillGraph(model),
             example,
             tmp_prefill,
@@ -362,7 +344,7 @@ def export_gpt(model: Text2SemanticDecoder, out_dir: Path, decode_attention: str
         if decode_attention == "gqa":
             onnx.save_model(build_gqa_decode(model), str(tmp_decode))
         else:
-            _export(
+            export_torchscript(
                 _DecodeGraph(model),
                 (torch.tensor([[3]], dtype=torch.int64), torch.tensor([cache_len], dtype=torch.int64))
                 + caches,

@@ -11,12 +11,11 @@ s = round(speed, 6) in float64.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from gsv_onnx.convert import require_torch
+from gsv_onnx.convert import export_torchscript, require_torch
 from gsv_onnx.convert.sovits import REF_ENC_BINS, SovitsV2, fold_weight_norm, frames_for
 from gsv_onnx.errors import GraphMismatchError
 
@@ -24,7 +23,6 @@ torch = require_torch()
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-OPSET = 17
 DECODER_FILE = "sovits_decoder.onnx"
 REF_ENC_FILE = "ref_enc.onnx"
 SPEED_DECIMALS = 6
@@ -131,22 +129,7 @@ def _example_decoder_inputs(model: SovitsV2, num_tokens: int, num_phones: int, s
 def _export(
     module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes, output_shapes
 ) -> None:
-    with warnings.catch_warnings():
-        # The legacy (TorchScript) exporter is deprecated but is the one that traces dynamic
-        # shapes through the relative-attention index arithmetic; its warnings are noise here.
-        warnings.simplefilter("ignore")
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=input_names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+    export_torchscript(module, args, path, input_names, output_names, dynamic_axes)
     _set_output_shapes(path, output_shapes)
 
 

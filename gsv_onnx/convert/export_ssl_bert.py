@@ -12,12 +12,11 @@ lengths, so the symbolic dimensions are exercised) and returns the errors by nam
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from gsv_onnx.convert import require_torch
+from gsv_onnx.convert import export_torchscript, require_torch
 from gsv_onnx.convert.ssl_bert import bert_tokenizer_file, copy_file_atomic
 from gsv_onnx.errors import CheckpointError, GraphMismatchError
 from gsv_onnx.fileio import atomic_output
@@ -25,7 +24,6 @@ from gsv_onnx.fileio import atomic_output
 torch = require_torch()
 nn = torch.nn
 
-OPSET = 17
 REFERENCE_ENCODER_FILE = "reference_encoder.onnx"
 BERT_FILE = "bert.onnx"
 HUBERT_RATE = 16000
@@ -53,34 +51,6 @@ class ReferenceEncoder(nn.Module):
         return codes[0].to(torch.int64)
 
 
-def _export(
-    module: nn.Module,
-    args: tuple,
-    path: Path,
-    input_names: list[str],
-    output_names: list[str],
-    dynamic_axes: dict,
-) -> Path:
-    """Export ``module`` to ``path`` atomically (temporary file in the same directory, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path, suffix=".onnx.tmp") as tmp, torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated in favour of dynamo; it is several times faster
-        # here and handles these graphs (dynamic length checked by the verify functions).
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            str(tmp),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dynamic_axes,
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
-    return path
-
-
 def _test_wave(num_samples: int, seed: int) -> np.ndarray:
     """A deterministic speech-like test signal (harmonics + noise, amplitude < 1) plus the zero pad."""
     rng = np.random.default_rng(seed)
@@ -105,7 +75,7 @@ def export_reference_encoder(hubert: nn.Module, sovits_model: nn.Module, out_dir
     """
     module = ReferenceEncoder(hubert, sovits_model).eval()
     example = torch.from_numpy(_test_wave(HUBERT_RATE, seed=0))
-    return _export(
+    return export_torchscript(
         module,
         (example,),
         Path(out_dir) / REFERENCE_ENCODER_FILE,
@@ -180,7 +150,7 @@ def export_bert(bert: nn.Module, out_dir: str | os.PathLike) -> Path:
     args = tuple(
         torch.from_numpy(example[name]) for name in ("input_ids", "attention_mask", "token_type_ids")
     )
-    path = _export(
+    path = export_torchscript(
         bert.eval(),
         args,
         Path(out_dir) / BERT_FILE,
