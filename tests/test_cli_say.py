@@ -266,7 +266,7 @@ def test_failure_midway_leaves_nothing_behind(speak_env, voice_file, tmp_path, c
     from gsv_onnx.errors import AudioError
     from gsv_onnx.runtime import tts as tts_module
 
-    original = tts_module.TTS._segment
+    original = tts_module.TTS._decode_segment
     calls = {"n": 0}
 
     def failing(self, *args, **kwargs):
@@ -275,7 +275,7 @@ def test_failure_midway_leaves_nothing_behind(speak_env, voice_file, tmp_path, c
             raise AudioError("simulated failure in the third piece")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(tts_module.TTS, "_segment", failing)
+    monkeypatch.setattr(tts_module.TTS, "_decode_segment", failing)
     text = "这是一个很长的文本。" * 10_000  # 100,000 characters
     out = tmp_path / "long.wav"
     assert (

@@ -42,6 +42,12 @@ class QuantizeError(GsvError):
     """A precision variant cannot be produced."""
 
 
+def _check_precision(precision: str) -> None:
+    """QuantizeError naming the choices when `precision` is not one of PRECISIONS."""
+    if precision not in PRECISIONS:
+        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+
+
 def variant_path(path: Path, precision: str) -> Path:
     """`gpt_decode.onnx` -> `gpt_decode.int8.onnx` (fp32 keeps the original name)."""
     path = Path(path)
@@ -58,8 +64,7 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
     import onnx
 
     path = Path(path)
-    if precision not in PRECISIONS:
-        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision == "fp32":
         return path
     out = Path(out_path) if out_path is not None else variant_path(path, precision)
@@ -203,8 +208,7 @@ def quantize_bert(path: str | Path, precision: str, out_path: str | Path | None 
     import onnx
 
     path = Path(path)
-    if precision not in PRECISIONS:
-        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision == "fp32":
         return store_weights_externally(path)
     if precision == "fp16":
@@ -242,8 +246,7 @@ def quantize_reference_encoder(path: str | Path, precision: str, out_path: str |
     import onnx
 
     path = Path(path)
-    if precision not in PRECISIONS:
-        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision == "fp32":
         return store_weights_externally(path)
     out = (
@@ -473,8 +476,7 @@ def quantize_sovits_graph(
     import onnx
 
     path = Path(path)
-    if precision not in PRECISIONS:
-        raise QuantizeError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    _check_precision(precision)
     if precision == "fp32":
         return path
     out = Path(out_path) if out_path is not None else variant_path(path, precision)

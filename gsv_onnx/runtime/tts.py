@@ -503,23 +503,6 @@ class TTS:
             return None
         return units
 
-    def _segment(
-        self,
-        index: int,
-        piece: str,
-        lang: str,
-        voice: Voice,
-        options: SynthesisOptions,
-        gpt_rng: np.random.Generator,
-        vocoder_rng: np.random.Generator,
-        cancel: Callable[[], bool] | None = None,
-    ) -> tuple[np.ndarray, SegmentReport] | None:
-        """Synthesize one piece; None when the frontend finds nothing to say (upstream skips it)."""
-        decoded = self._decode_segment(index, piece, lang, voice, options, gpt_rng, cancel)
-        if decoded is None:
-            return None
-        return self._vocode_segment(decoded, voice, options, vocoder_rng)
-
     def _decode_segment(
         self,
         index: int,
@@ -668,12 +651,12 @@ class TTS:
             if cancel is not None and cancel():
                 return
             started = time.perf_counter()
-            done = self._segment(index, piece, lang, voice, options, gpt_rng, vocoder_rng, cancel)
-            if done is None:
+            decoded = self._decode_segment(index, piece, lang, voice, options, gpt_rng, cancel)
+            if decoded is None:
                 if cancel is not None and cancel():
                     return
                 continue
-            wave, report = done
+            wave, report = self._vocode_segment(decoded, voice, options, vocoder_rng)
             produced += 1
             timings = dict(report.seconds)
             timings["total"] = time.perf_counter() - started
