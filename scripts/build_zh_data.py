@@ -36,43 +36,35 @@ def _literals(source: str) -> dict[str, object]:
     return found
 
 
-def _quantifier_words(pattern: str) -> list[str]:
-    """Expand the measure-word alternation into plain words, longest first (order kept otherwise)."""
-    words: list[str] = []
-    body = pattern.strip()[1:-1]
+def _split_top_level(text: str) -> list[str]:
+    """`text` split at the `|` characters outside parentheses."""
     depth, start, parts = 0, 0, []
-    for i, ch in enumerate(body):
+    for i, ch in enumerate(text):
         if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
         elif ch == "|" and depth == 0:
-            parts.append(body[start:i])
+            parts.append(text[start:i])
             start = i + 1
-    parts.append(body[start:])
+    parts.append(text[start:])
+    return parts
+
+
+def _quantifier_words(pattern: str) -> list[str]:
+    """Expand the measure-word alternation into plain words, longest first (order kept otherwise)."""
 
     def expand(part: str) -> list[str]:
         m = re.search(r"\(([^()]*(?:\([^()]*\)[^()]*)*)\)", part)
         if not m:
             return [part]
-        inner = m.group(1)
-        options: list[str] = []
-        depth2, s2 = 0, 0
-        for j, c in enumerate(inner):
-            if c == "(":
-                depth2 += 1
-            elif c == ")":
-                depth2 -= 1
-            elif c == "|" and depth2 == 0:
-                options.append(inner[s2:j])
-                s2 = j + 1
-        options.append(inner[s2:])
         out = []
-        for opt in options:
-            out += expand(part[: m.start()] + opt + part[m.end() :])
+        for option in _split_top_level(m.group(1)):
+            out += expand(part[: m.start()] + option + part[m.end() :])
         return out
 
-    for part in parts:
+    words: list[str] = []
+    for part in _split_top_level(pattern.strip()[1:-1]):
         for word in expand(part):
             if word and word not in words:
                 words.append(word)
