@@ -209,25 +209,22 @@ def convert(
                 )
                 graphs.update(_as_graph_dict(quantized, "quantize_gpt"))
             for name in ("sovits_decoder", "ref_enc", "reference_encoder", "bert"):
-                if name in ("reference_encoder", "bert"):
-                    # every precision, fp32 included: the weights go to external data (mmapped at
-                    # load: faster, and no second copy while the session is created)
-                    stages.say(f"{name} to {graph_precisions[name]}")
-                    quantize_ssl = (
-                        quantizer.quantize_bert if name == "bert" else quantizer.quantize_reference_encoder
+                precision_of_graph = graph_precisions[name]
+                if precision_of_graph == "fp32":
+                    continue
+                stages.say(f"{name} to {precision_of_graph}")
+                if name == "sovits_decoder":
+                    # static int8 convs calibrated with the model's own ref_enc (2.8x less CPU than fp32)
+                    quantized_path = quantizer.quantize_sovits_graph(
+                        graphs[name], precision_of_graph, ref_enc_path=graphs["ref_enc"]
                     )
-                    graphs[name] = Path(quantize_ssl(graphs[name], graph_precisions[name]))
-                elif graph_precisions[name] != "fp32":
-                    stages.say(f"{name} to {graph_precisions[name]}")
-                    if name == "sovits_decoder":
-                        # static int8 convs calibrated with the model's own ref_enc (2.8x less CPU than fp32)
-                        graphs[name] = Path(
-                            quantizer.quantize_sovits_graph(
-                                graphs[name], graph_precisions[name], ref_enc_path=graphs["ref_enc"]
-                            )
-                        )
-                    else:
-                        graphs[name] = Path(quantizer.quantize_graph(graphs[name], graph_precisions[name]))
+                elif name == "bert":
+                    quantized_path = quantizer.quantize_bert(graphs[name], precision_of_graph)
+                elif name == "reference_encoder":
+                    quantized_path = quantizer.quantize_reference_encoder(graphs[name], precision_of_graph)
+                else:
+                    quantized_path = quantizer.quantize_graph(graphs[name], precision_of_graph)
+                graphs[name] = Path(quantized_path)
         # Every precision: the large graphs keep their weights in external data, which ONNX Runtime
         # memory-maps instead of copying out of a parsed protobuf (see `store_weights_externally`).
         # The GPT graphs already share one file.
