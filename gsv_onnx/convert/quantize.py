@@ -69,18 +69,7 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
         return path
     out = Path(out_path) if out_path is not None else variant_path(path, precision)
     if precision == "int8":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        quantize_dynamic(
-            str(path),
-            str(out),
-            op_types_to_quantize=["MatMul", "Gemm"],
-            per_channel=True,
-            reduce_range=False,
-            weight_type=QuantType.QInt8,
-            # DefaultTensorType: shape inference cannot see through com.microsoft ops (GQA)
-            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        _dynamic_int8(path, out)
         _drop_external_data_file_refs(out)
     elif precision == "int4":
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -93,6 +82,25 @@ def quantize_graph(path: str | Path, precision: str, out_path: str | Path | None
         _store_weights_fp16(model)
         onnx.save_model(model, str(out))
     return out
+
+
+def _dynamic_int8(path: Path, out: Path, nodes: list[str] | None = None) -> None:
+    """Dynamic int8 (signed per-channel weights) on the constant-weight MatMul/Gemm nodes of `path`
+    (only `nodes` when given), written to `out`."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(path),
+        str(out),
+        op_types_to_quantize=["MatMul", "Gemm"],
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+        # DefaultTensorType: shape inference cannot see through com.microsoft ops (GQA)
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def _weight_only_int8(path: Path, out: Path) -> Path:
@@ -256,8 +264,6 @@ def quantize_reference_encoder(path: str | Path, precision: str, out_path: str |
     )
     if precision == "fp16":
         return store_weights_externally(quantize_graph(path, precision, out))
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model = onnx.load(str(path), load_external_data=False)
     constants = {t.name for t in model.graph.initializer}
     hubert_matmuls = [
@@ -271,16 +277,7 @@ def quantize_reference_encoder(path: str | Path, precision: str, out_path: str |
         raise QuantizeError(
             f"{path.name} has no HuBERT MatMuls (/hubert/...) to quantize; is it a reference encoder?"
         )
-    quantize_dynamic(
-        str(path),
-        str(out),
-        op_types_to_quantize=["MatMul", "Gemm"],
-        nodes_to_quantize=hubert_matmuls,
-        per_channel=True,
-        reduce_range=False,
-        weight_type=QuantType.QInt8,
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    _dynamic_int8(path, out, nodes=hubert_matmuls)
     _save_external(onnx.load(str(out)), out)
     return out
 
